@@ -1,0 +1,276 @@
+//! CGI mode: the web server runs the wrapper once per request (RFC 3875).
+//!
+//! A thin adapter: the process environment becomes the `Request`, stdin the body, stdout the
+//! CGI response; the engine does the rest.
+
+use std::ffi::OsString;
+use std::io::{self, BufWriter, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::engine::{self, Engine, Job, RequestBody};
+use crate::failure::Failure;
+use crate::request::Request;
+use crate::response::CgiWriter;
+use crate::runner::{AbortHandle, ErrorOutput, Input};
+use crate::script::{Interpreter, is_wrapper};
+use crate::sidecar::parse_timeout_seconds;
+
+/// Output is buffered in blocks of this size before reaching the server.
+const STDOUT_BUFFER: usize = 64 * 1024;
+
+/// CGI mode's command line: `[--timeout SECONDS] [INTERPRETER] [SCRIPT]`.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--timeout`.
+    pub timeout: Option<f64>,
+    /// The positional arguments, search words already removed.
+    pub positional: Vec<OsString>,
+}
+
+/// True when a web server started this process as a CGI program.
+pub fn invoked_by_server() -> bool {
+    std::env::var_os("GATEWAY_INTERFACE").is_some()
+}
+
+/// Removes the search words a server appends to the command line (RFC 3875 §4.4) when the
+/// query has no unencoded `=`, so `GET /page.cgi?/bin/sh` can never choose what runs.
+///
+/// When the arguments end with the words they are dropped, unless keeping them is the only
+/// reading in which the script argument is the one the server named (SCRIPT_FILENAME or
+/// PATH_TRANSLATED): then the words were never appended and belong to the command line.
+pub fn own_arguments(args: Vec<OsString>, request: &Request) -> Vec<OsString> {
+    let words = search_words(request.query());
+    if words.is_empty() || args.len() < words.len() {
+        return args;
+    }
+    let split = args.len() - words.len();
+    let ends_with_words = args[split..]
+        .iter()
+        .zip(&words)
+        .all(|(arg, word)| arg.as_bytes() == word.as_slice());
+    if !ends_with_words {
+        return args;
+    }
+    let names_served_script = |list: &[OsString]| {
+        list.last().is_some_and(|last| {
+            ["SCRIPT_FILENAME", "PATH_TRANSLATED"].iter().any(|var| {
+                request.var(var).is_some_and(|v| {
+                    same_file(Path::new(last), Path::new(std::ffi::OsStr::from_bytes(v)))
+                })
+            })
+        })
+    };
+    let dropped = &args[..split];
+    if names_served_script(&args) && !names_served_script(dropped) {
+        return args;
+    }
+    dropped.to_vec()
+}
+
+/// The `+`-separated, URL-decoded words of a query with no unencoded `=` (RFC 3875 §4.4).
+fn search_words(query: &[u8]) -> Vec<Vec<u8>> {
+    if query.is_empty() || query.contains(&b'=') {
+        return Vec::new();
+    }
+    query.split(|&b| b == b'+').map(percent_decode).collect()
+}
+
+fn percent_decode(word: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(word.len());
+    let mut i = 0;
+    while i < word.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            word[i],
+            word.get(i + 1).copied().and_then(hex),
+            word.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+/// The script: the last positional argument; else SCRIPT_FILENAME unless it names the wrapper
+/// (Apache `Action`); else PATH_TRANSLATED.
+pub fn choose_script(positional: &[OsString], request: &Request) -> Option<PathBuf> {
+    if let Some(last) = positional.last() {
+        return Some(PathBuf::from(last));
+    }
+    let from_env = |name: &str| {
+        request
+            .var(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| PathBuf::from(std::ffi::OsStr::from_bytes(v)))
+    };
+    from_env("SCRIPT_FILENAME")
+        .filter(|p| !is_wrapper(p))
+        .or_else(|| from_env("PATH_TRANSLATED"))
+}
+
+/// The request body on stdin, of CONTENT_LENGTH bytes (or until EOF for a chunked upload).
+struct StdinBody {
+    length: Option<u64>,
+    until_eof: bool,
+}
+
+impl RequestBody for StdinBody {
+    fn discard(&mut self) -> io::Result<()> {
+        let stdin = io::stdin().lock();
+        match (self.length, self.until_eof) {
+            (Some(n), _) => io::copy(&mut stdin.take(n), &mut io::sink()).map(drop),
+            (None, true) => io::copy(&mut stdin.take(u64::MAX), &mut io::sink()).map(drop),
+            (None, false) => Ok(()),
+        }
+    }
+
+    fn take_input(&mut self) -> Input {
+        Input::Inherit
+    }
+}
+
+/// Serves one request as a CGI program.
+pub fn run(options: Options) -> ExitCode {
+    let request = Request::from_process_env();
+    let stdout = io::stdout().lock();
+    let mut sink = CgiWriter::new(BufWriter::with_capacity(STDOUT_BUFFER, stdout));
+    let mut body = StdinBody {
+        length: request.content_length(),
+        until_eof: request.var("HTTP_TRANSFER_ENCODING").is_some(),
+    };
+    let Some(script) = choose_script(&options.positional, &request) else {
+        let failure = Failure::NoScript;
+        eprintln!("http-conditional: {failure}");
+        let _ = body.discard();
+        let _ = engine::send_text(&mut sink, failure.status(), &format!("{failure}\n"));
+        return ExitCode::SUCCESS;
+    };
+    let interpreter = options.positional.len().checked_sub(1).and_then(|n| {
+        let words: Vec<String> = options.positional[..n]
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect();
+        Interpreter::parse(&words.join(" "))
+    });
+    let job = Job {
+        request: &request,
+        script,
+        interpreter,
+        timeout: options.timeout.and_then(parse_timeout_seconds),
+        base_env: Vec::new(),
+    };
+    let outcome = Engine::default().handle(
+        &job,
+        &mut body,
+        &ErrorOutput::Inherit,
+        &AbortHandle::new(),
+        &mut sink,
+    );
+    if outcome.complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Answers a command line that could not be parsed with a 500, since a web server is waiting
+/// for a CGI response, not a usage message.
+pub fn refuse_arguments(message: &str) -> ExitCode {
+    eprintln!("http-conditional: {message}");
+    let mut sink = CgiWriter::new(io::stdout().lock());
+    let _ = engine::send_text(&mut sink, 500, "http-conditional: bad command line\n");
+    ExitCode::FAILURE
+}
+
+/// Parses `--timeout` as given on the command line.
+pub fn timeout_from_flag(seconds: Option<f64>) -> Option<Duration> {
+    seconds.and_then(parse_timeout_seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(query: &str, script_filename: Option<&str>) -> Request {
+        let mut vars = vec![(b"QUERY_STRING".to_vec(), query.as_bytes().to_vec())];
+        if let Some(s) = script_filename {
+            vars.push((b"SCRIPT_FILENAME".to_vec(), s.as_bytes().to_vec()));
+        }
+        Request::new(vars)
+    }
+
+    fn os(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn search_words_are_dropped() {
+        let r = req("/bin/sh", Some("/srv/page.cgi"));
+        assert_eq!(
+            own_arguments(os(&["/srv/page.cgi", "/bin/sh"]), &r),
+            os(&["/srv/page.cgi"])
+        );
+        let r = req("%2Fbin%2Fsh", None);
+        assert_eq!(own_arguments(os(&["/bin/sh"]), &r), os(&[]));
+        let r = req("a+b", None);
+        assert_eq!(
+            own_arguments(os(&["/usr/bin/php-cgi", "/x.php", "a", "b"]), &r),
+            os(&["/usr/bin/php-cgi", "/x.php"])
+        );
+    }
+
+    #[test]
+    fn queries_with_equals_have_no_words() {
+        let r = req("a=/bin/sh", None);
+        assert_eq!(
+            own_arguments(os(&["/x.cgi", "a=/bin/sh"]), &r),
+            os(&["/x.cgi", "a=/bin/sh"])
+        );
+    }
+
+    #[test]
+    fn words_not_appended_by_the_server_are_kept() {
+        // The query names the script itself and the server did not append it: dropping it
+        // would leave the interpreter as the script.
+        let r = req("/srv/page.cgi", Some("/srv/page.cgi"));
+        assert_eq!(
+            own_arguments(os(&["/bin/sh", "/srv/page.cgi"]), &r),
+            os(&["/bin/sh", "/srv/page.cgi"])
+        );
+    }
+
+    #[test]
+    fn script_choice_order() {
+        let r = req("", Some("/usr/lib/cgi-bin/http-conditional"));
+        assert_eq!(choose_script(&[], &r), None);
+        let mut r = req("", Some("/srv/a.cgi"));
+        assert_eq!(choose_script(&[], &r), Some(PathBuf::from("/srv/a.cgi")));
+        assert_eq!(
+            choose_script(&os(&["/srv/b.cgi"]), &r),
+            Some(PathBuf::from("/srv/b.cgi"))
+        );
+        r = Request::new(vec![
+            (
+                b"SCRIPT_FILENAME".to_vec(),
+                b"/usr/lib/cgi-bin/http-conditional".to_vec(),
+            ),
+            (b"PATH_TRANSLATED".to_vec(), b"/srv/page.php".to_vec()),
+        ]);
+        assert_eq!(choose_script(&[], &r), Some(PathBuf::from("/srv/page.php")));
+    }
+}

@@ -1,0 +1,704 @@
+//! The engine: one request in, one response out, whichever front end is serving.
+//!
+//! It resolves the script, loads its sidecar, decides 304/412 without running it when it can,
+//! and otherwise runs it and passes its response on with validators, cache policy and coding.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use crate::cache_policy::CachePolicy;
+use crate::cgi_head::{self, CgiHead, HeadParse};
+use crate::encoding::{self, BodyEncoder, Coding};
+use crate::failure::Failure;
+use crate::preconditions::{self, Decision, Rule};
+use crate::request::{Conditions, Method, Request};
+use crate::response::{BodyWriter, ResponseHead, ResponseSink};
+use crate::runner::{AbortHandle, ErrorOutput, Input, RunError, RunningScript, ScriptCommand};
+use crate::script::{Interpreter, Script};
+use crate::sidecar::{self, Privacy, Sidecar};
+use crate::timestamp::{format_http_date, parse_flexible, unix_seconds};
+use crate::validators::{self, Derivation, Inputs};
+
+/// Bodies up to this size are buffered whole, so they get a Content-Length and a script failure
+/// can still become a clean 502; larger ones stream with flat memory.
+pub const BUFFER_LIMIT: usize = 256 * 1024;
+/// Time a script may run when nothing else sets it.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A probe answers with one line; more than this is not a probe answer.
+const PROBE_OUTPUT_LIMIT: usize = 64 * 1024;
+/// Headers a 304 may carry from a pass-through script's output (RFC 9110 §15.4.5).
+const NOT_MODIFIED_HEADERS: [&str; 6] = [
+    "ETag",
+    "Last-Modified",
+    "Cache-Control",
+    "Expires",
+    "Vary",
+    "Content-Location",
+];
+/// Headers the wrapper owns for a declared script's 200.
+const OWNED_HEADERS: [&str; 5] = [
+    "Last-Modified",
+    "ETag",
+    "Cache-Control",
+    "Expires",
+    "Pragma",
+];
+
+/// The request body as the front end holds it.
+pub trait RequestBody {
+    /// Reads and drops the whole body (answers given without running the script must still
+    /// consume it: Apache mod_cgid truncates the response otherwise).
+    fn discard(&mut self) -> io::Result<()>;
+    /// Hands the body to the script.
+    fn take_input(&mut self) -> Input;
+}
+
+/// One request for the engine.
+pub struct Job<'a> {
+    /// The CGI meta-variables.
+    pub request: &'a Request,
+    /// The script the front end chose.
+    pub script: PathBuf,
+    /// An interpreter named on the command line (first in precedence).
+    pub interpreter: Option<Interpreter>,
+    /// `--timeout` (after the sidecar's `timeout`).
+    pub timeout: Option<Duration>,
+    /// Variables added to the script's environment when the request lacks them (PATH).
+    pub base_env: Vec<(String, String)>,
+}
+
+/// What happened, for logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The status sent (or that would have been, when the client left).
+    pub status: u16,
+    /// How it was decided: `304 If-None-Match matched`, `200 ran script`, ...
+    pub summary: String,
+    /// Body bytes sent.
+    pub body_bytes: u64,
+    /// False when the response could not be completed after its head was sent.
+    pub complete: bool,
+}
+
+/// The engine's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    /// Only scripts whose real path lies under this folder run (FastCGI, serve).
+    pub root: Option<PathBuf>,
+}
+
+/// How far a request got; decides what can still be sent when something fails.
+#[derive(Default)]
+struct Progress {
+    head_sent: bool,
+    input_taken: bool,
+    body_bytes: u64,
+}
+
+/// A resolved script and how to run it.
+struct Plan {
+    script: Script,
+    command: ScriptCommand,
+}
+
+/// A script's output once its head has been read.
+struct Output {
+    running: RunningScript,
+    head: CgiHead,
+    /// Body bytes read so far.
+    buffered: Vec<u8>,
+    /// The whole body is in `buffered` and the script exited successfully.
+    complete: bool,
+}
+
+/// What the wrapper adds to a declared script's 200 and 304.
+struct Representation {
+    derivation: Derivation,
+    policy: CachePolicy,
+    compress: bool,
+}
+
+impl Engine {
+    /// Answers one request. Never fails: errors become their status (the contract's table),
+    /// or, once the head is out, an incomplete outcome.
+    pub fn handle(
+        &self,
+        job: &Job<'_>,
+        body: &mut dyn RequestBody,
+        errors: &ErrorOutput,
+        abort: &AbortHandle,
+        sink: &mut dyn ResponseSink,
+    ) -> Outcome {
+        let mut progress = Progress::default();
+        let result = self.respond(job, body, errors, abort, sink, &mut progress);
+        match result {
+            Ok(outcome) => outcome,
+            Err(failure) => {
+                let name = job.script.file_name().unwrap_or_default().to_string_lossy();
+                eprintln!("http-conditional: {name}: {failure}");
+                let status = failure.status();
+                if progress.head_sent || abort.is_aborted() {
+                    return Outcome {
+                        status,
+                        summary: format!("{status} {failure}"),
+                        body_bytes: progress.body_bytes,
+                        complete: false,
+                    };
+                }
+                if !progress.input_taken {
+                    let _ = body.discard();
+                }
+                let text = format!("{}\n", failure.public_message());
+                let sent = send_text(sink, status, &text);
+                Outcome {
+                    status,
+                    summary: format!("{status} {failure}"),
+                    body_bytes: text.len() as u64,
+                    complete: sent.is_ok(),
+                }
+            }
+        }
+    }
+
+    fn respond(
+        &self,
+        job: &Job<'_>,
+        body: &mut dyn RequestBody,
+        errors: &ErrorOutput,
+        abort: &AbortHandle,
+        sink: &mut dyn ResponseSink,
+        progress: &mut Progress,
+    ) -> Result<Outcome, Failure> {
+        let request = job.request;
+        let script = Script::resolve(&job.script, self.root.as_deref())?;
+        let sidecar = sidecar::load(&script.path)?;
+        let plan = plan(job, script, sidecar.as_ref())?;
+        match sidecar {
+            Some(sidecar) => self.declared(
+                &plan, &sidecar, request, body, errors, abort, sink, progress,
+            ),
+            None => pass_through(&plan, request, body, errors, abort, sink, progress),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn declared(
+        &self,
+        plan: &Plan,
+        sidecar: &Sidecar,
+        request: &Request,
+        body: &mut dyn RequestBody,
+        errors: &ErrorOutput,
+        abort: &AbortHandle,
+        sink: &mut dyn ResponseSink,
+        progress: &mut Progress,
+    ) -> Result<Outcome, Failure> {
+        let now = SystemTime::now();
+        let method = request.method();
+        let conditions = Conditions::from_request(request, now);
+        let representation = represent(plan, sidecar, request, errors, abort, now)?;
+        let coding = if sidecar.compress {
+            encoding::negotiate(request.header("HTTP_ACCEPT_ENCODING"))
+        } else {
+            Coding::Identity
+        };
+        let verdict =
+            preconditions::evaluate(&conditions, &representation.derivation.validators, &method);
+        match verdict.decision {
+            Decision::NotModified => {
+                body.discard()?;
+                let mut head = ResponseHead::new(304);
+                representation.apply(&mut head, coding, now);
+                sink.send_head(&head)?;
+                sink.finish()?;
+                return Ok(answered(304, verdict.rule));
+            }
+            Decision::PreconditionFailed => {
+                body.discard()?;
+                send_text(sink, 412, "412 Precondition Failed\n")?;
+                return Ok(answered(412, verdict.rule));
+            }
+            Decision::Proceed => {}
+        }
+        let client_date = conditions
+            .if_modified_since
+            .value()
+            .map_or(0, |t| unix_seconds(*t));
+        let mut extra = Vec::new();
+        if sidecar.feed {
+            extra.push(("CONDITIONAL_CLIENT_DATE", client_date.to_string()));
+        }
+        let mut output = start(plan, request, &extra, body, errors, abort, progress)?;
+        let mut coding_used = Coding::Identity;
+        if output.head.status == 200 {
+            output.head.remove(&OWNED_HEADERS);
+            // The original library's refresh: after a change, answer with the new validators.
+            let fresh;
+            let representation = if method.is_get_or_head() {
+                &representation
+            } else {
+                fresh = represent(plan, sidecar, request, errors, abort, SystemTime::now())?;
+                &fresh
+            };
+            if !output.head.has("Content-Encoding") {
+                coding_used = coding;
+            }
+            let mut head = response_head(&output.head);
+            representation.apply(&mut head, coding_used, SystemTime::now());
+            return send(output, head, coding_used, &method, sink, progress);
+        }
+        let head = response_head(&output.head);
+        send(output, head, coding_used, &method, sink, progress)
+    }
+}
+
+impl Representation {
+    /// Adds ETag (of the variant for `coding`), Last-Modified, the cache policy and Vary.
+    fn apply(&self, head: &mut ResponseHead, coding: Coding, now: SystemTime) {
+        let validators = &self.derivation.validators;
+        if let Some(etag) = &validators.etag {
+            let tag = match coding.token() {
+                Some(suffix) => etag.variant(suffix),
+                None => etag.clone(),
+            };
+            head.push("ETag", tag.to_string());
+        }
+        if let Some(time) = validators.last_modified {
+            head.push("Last-Modified", format_http_date(time));
+        }
+        for (name, value) in self.policy.headers(now) {
+            head.push(name, value);
+        }
+        if let Some(token) = coding.token() {
+            head.remove(&["Content-Length"]);
+            head.push("Content-Encoding", token);
+        }
+        let mut vary = Vec::new();
+        if self.compress {
+            vary.push("Accept-Encoding");
+        }
+        if self.derivation.session_covered {
+            vary.push("Cookie");
+        }
+        if !vary.is_empty() {
+            head.add_vary(&vary);
+        }
+    }
+}
+
+/// Validators and policy of a declared script at `now` (running the probe when asked).
+fn represent(
+    plan: &Plan,
+    sidecar: &Sidecar,
+    request: &Request,
+    errors: &ErrorOutput,
+    abort: &AbortHandle,
+    now: SystemTime,
+) -> Result<Representation, Failure> {
+    let probe = if sidecar.probe {
+        Some(probe(plan, request, errors, abort)?)
+    } else {
+        None
+    };
+    let derivation = validators::derive(
+        sidecar,
+        &Inputs {
+            script: &plan.script.path,
+            request,
+            probe,
+            now,
+        },
+    );
+    let forced_private = sidecar.feed || derivation.session_covered;
+    let policy = CachePolicy {
+        seconds: sidecar.cache_seconds,
+        privacy: if forced_private {
+            Privacy::Private
+        } else {
+            sidecar.cache_privacy
+        },
+    };
+    Ok(Representation {
+        derivation,
+        policy,
+        compress: sidecar.compress,
+    })
+}
+
+/// Runs a script without a sidecar; if its own output carries validators that the request's
+/// conditions match, the client still gets a 304 (bandwidth saved, not CPU).
+fn pass_through(
+    plan: &Plan,
+    request: &Request,
+    body: &mut dyn RequestBody,
+    errors: &ErrorOutput,
+    abort: &AbortHandle,
+    sink: &mut dyn ResponseSink,
+    progress: &mut Progress,
+) -> Result<Outcome, Failure> {
+    let method = request.method();
+    let output = start(plan, request, &[], body, errors, abort, progress)?;
+    let conditions = Conditions::from_request(request, SystemTime::now());
+    if output.head.status == 200 && method.is_get_or_head() && !conditions.is_empty() {
+        let own = validators::from_script_headers(
+            output.head.get("ETag"),
+            output.head.get("Last-Modified"),
+        );
+        if preconditions::has_validators(&own) {
+            let verdict = preconditions::evaluate(&conditions, &own, &method);
+            if let Some(status) = verdict.decision.status() {
+                let script_head = output.head.clone();
+                finish_silently(output, plan)?;
+                if status == 412 {
+                    send_text(sink, 412, "412 Precondition Failed\n")?;
+                } else {
+                    let mut head = ResponseHead::new(304);
+                    head.headers = script_head
+                        .headers
+                        .into_iter()
+                        .filter(|(n, _)| {
+                            NOT_MODIFIED_HEADERS
+                                .iter()
+                                .any(|h| n.eq_ignore_ascii_case(h))
+                        })
+                        .collect();
+                    sink.send_head(&head)?;
+                    sink.finish()?;
+                }
+                return Ok(Outcome {
+                    status,
+                    summary: format!("{status} after running the script: {}", verdict.rule),
+                    body_bytes: 0,
+                    complete: true,
+                });
+            }
+        }
+    }
+    let head = response_head(&output.head);
+    send(output, head, Coding::Identity, &method, sink, progress)
+}
+
+/// Resolves interpreter, timeout and command line (sidecar, command line, environment).
+fn plan(job: &Job<'_>, script: Script, sidecar: Option<&Sidecar>) -> Result<Plan, Failure> {
+    let request = job.request;
+    let interpreter = job
+        .interpreter
+        .clone()
+        .or_else(|| {
+            sidecar
+                .and_then(|s| s.interpreter.as_deref())
+                .and_then(Interpreter::parse)
+        })
+        .or_else(|| {
+            request
+                .var_str("CONDITIONAL_INTERPRETER")
+                .and_then(Interpreter::parse)
+        });
+    let timeout = sidecar
+        .and_then(|s| s.timeout)
+        .or(job.timeout)
+        .or_else(|| {
+            request
+                .var_str("CONDITIONAL_TIMEOUT")
+                .and_then(|t| t.trim().parse().ok())
+                .and_then(sidecar::parse_timeout_seconds)
+        })
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let (program, args) = crate::script::command_line(&script, interpreter.as_ref())?;
+    let command = ScriptCommand {
+        program,
+        args,
+        env: Vec::new(),
+        cwd: script.folder().to_path_buf(),
+        timeout,
+    };
+    let mut plan = Plan { script, command };
+    plan.command.env = job
+        .base_env
+        .iter()
+        .filter(|(name, _)| request.var(name).is_none())
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    Ok(plan)
+}
+
+impl Plan {
+    /// The command with the request's environment (HEAD runs as GET, so the headers match).
+    fn command_for(&self, request: &Request, extra: &[(&str, String)]) -> ScriptCommand {
+        let mut extra = extra.to_vec();
+        if request.method() == Method::Head {
+            extra.push(("REQUEST_METHOD", "GET".to_string()));
+        }
+        let mut command = self.command.clone();
+        command.env.extend(request.script_env(&extra));
+        command
+    }
+
+    fn spawn(
+        &self,
+        command: &ScriptCommand,
+        input: Input,
+        errors: &ErrorOutput,
+        abort: &AbortHandle,
+    ) -> Result<RunningScript, Failure> {
+        RunningScript::spawn(command, input, errors.clone(), abort.clone()).map_err(|e| {
+            Failure::SpawnFailed {
+                script: self.script.name.clone(),
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    fn run_error(&self, error: RunError) -> Failure {
+        match error {
+            RunError::Timeout => Failure::Timeout {
+                script: self.script.name.clone(),
+                after: self.command.timeout,
+            },
+            RunError::Aborted => Failure::Io(io::ErrorKind::ConnectionAborted.into()),
+            RunError::Io(e) => Failure::ScriptFailed {
+                script: self.script.name.clone(),
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+/// Runs the probe: the script with CONDITIONAL_PROBE=1, whose first line is its last change.
+fn probe(
+    plan: &Plan,
+    request: &Request,
+    errors: &ErrorOutput,
+    abort: &AbortHandle,
+) -> Result<SystemTime, Failure> {
+    let command = plan.command_for(request, &[("CONDITIONAL_PROBE", "1".to_string())]);
+    let mut running = plan.spawn(&command, Input::Null, errors, abort)?;
+    let output = running
+        .read_to_end(PROBE_OUTPUT_LIMIT)
+        .map_err(|e| plan.run_error(e))?;
+    let status = running.wait().map_err(|e| plan.run_error(e))?;
+    let failed = |reason: String| Failure::ProbeFailed {
+        script: plan.script.name.clone(),
+        reason,
+    };
+    if !status.success() {
+        return Err(failed(format!("exited with {status}")));
+    }
+    parse_probe_answer(&output).ok_or_else(|| {
+        failed("the first line is not unix seconds, an HTTP-date or RFC 3339".into())
+    })
+}
+
+/// The probe's first line; for interpreters that print CGI headers first (php-cgi), the first
+/// line of the body.
+pub fn parse_probe_answer(output: &[u8]) -> Option<SystemTime> {
+    let first_line = |bytes: &[u8]| {
+        let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+        std::str::from_utf8(line).ok().and_then(parse_flexible)
+    };
+    first_line(output).or_else(|| match cgi_head::parse(output, true) {
+        HeadParse::Complete(_, body_at) => first_line(&output[body_at..]),
+        _ => None,
+    })
+}
+
+/// Starts the script and reads its head and as much body as fits the buffer.
+fn start(
+    plan: &Plan,
+    request: &Request,
+    extra: &[(&str, String)],
+    body: &mut dyn RequestBody,
+    errors: &ErrorOutput,
+    abort: &AbortHandle,
+    progress: &mut Progress,
+) -> Result<Output, Failure> {
+    let command = plan.command_for(request, extra);
+    progress.input_taken = true;
+    let mut running = plan.spawn(&command, body.take_input(), errors, abort)?;
+    let mut buffered = Vec::with_capacity(8 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut at_eof = false;
+    let (head, body_at) = loop {
+        match cgi_head::parse(&buffered, at_eof) {
+            HeadParse::Complete(head, body_at) => break (head, body_at),
+            HeadParse::Malformed(reason) => {
+                running.kill();
+                return Err(Failure::MalformedHead {
+                    script: plan.script.name.clone(),
+                    reason,
+                });
+            }
+            HeadParse::Incomplete => {}
+        }
+        let n = running.read(&mut chunk).map_err(|e| plan.run_error(e))?;
+        at_eof = n == 0;
+        buffered.extend_from_slice(&chunk[..n]);
+    };
+    buffered.drain(..body_at);
+    while !at_eof && buffered.len() <= BUFFER_LIMIT {
+        let n = running.read(&mut chunk).map_err(|e| plan.run_error(e))?;
+        at_eof = n == 0;
+        buffered.extend_from_slice(&chunk[..n]);
+    }
+    let complete = at_eof;
+    if complete {
+        running = wait_success(running, plan)?;
+    }
+    Ok(Output {
+        running,
+        head,
+        buffered,
+        complete,
+    })
+}
+
+/// Waits for a script whose output has ended; a failure exit is a 502.
+fn wait_success(mut running: RunningScript, plan: &Plan) -> Result<RunningScript, Failure> {
+    let status = running.wait_in_place().map_err(|e| plan.run_error(e))?;
+    if status.success() {
+        Ok(running)
+    } else {
+        Err(Failure::ScriptFailed {
+            script: plan.script.name.clone(),
+            reason: status.to_string(),
+        })
+    }
+}
+
+/// Reads the rest of a script's output into nothing and checks its exit.
+fn finish_silently(mut output: Output, plan: &Plan) -> Result<(), Failure> {
+    if output.complete {
+        return Ok(());
+    }
+    let mut chunk = vec![0u8; 64 * 1024];
+    drain(&mut output.running, &mut chunk).map_err(|e| plan.run_error(e))?;
+    wait_success(output.running, plan).map(drop)
+}
+
+/// Sends the head and body: whole with a Content-Length when buffered, streamed otherwise.
+fn send(
+    mut output: Output,
+    mut head: ResponseHead,
+    coding: Coding,
+    method: &Method,
+    sink: &mut dyn ResponseSink,
+    progress: &mut Progress,
+) -> Result<Outcome, Failure> {
+    let status = head.status;
+    let is_head = *method == Method::Head;
+    if output.complete {
+        let body = encoding::encode_all(coding, &output.buffered)?;
+        head.remove(&["Content-Length"]);
+        head.push("Content-Length", body.len().to_string());
+        sink.send_head(&head)?;
+        progress.head_sent = true;
+        if !is_head {
+            sink.send_body(&body)?;
+            progress.body_bytes = body.len() as u64;
+        }
+        sink.finish()?;
+        return Ok(ran(status, progress.body_bytes, true));
+    }
+    if coding != Coding::Identity {
+        head.remove(&["Content-Length"]);
+    }
+    sink.send_head(&head)?;
+    progress.head_sent = true;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut writer = BodyWriter::new(sink);
+    let result = if is_head {
+        drain(&mut output.running, &mut chunk)
+    } else {
+        stream(&mut output, coding, &mut writer, &mut chunk)
+    };
+    progress.body_bytes = writer.written;
+    let exit = result.and_then(|()| output.running.wait_in_place());
+    let complete = matches!(&exit, Ok(s) if s.success());
+    if let Err(e) = &exit {
+        eprintln!("http-conditional: response cut short: {e:?}");
+    } else if !complete {
+        eprintln!("http-conditional: script failed after its response started: {exit:?}");
+    }
+    sink.finish()?;
+    Ok(ran(status, progress.body_bytes, complete))
+}
+
+fn stream(
+    output: &mut Output,
+    coding: Coding,
+    writer: &mut BodyWriter<'_>,
+    chunk: &mut [u8],
+) -> Result<(), RunError> {
+    use std::io::Write;
+    let mut encoder = BodyEncoder::new(coding, writer);
+    encoder.write_all(&output.buffered).map_err(RunError::Io)?;
+    output.buffered = Vec::new();
+    loop {
+        let n = output.running.read(chunk)?;
+        if n == 0 {
+            break;
+        }
+        encoder.write_all(&chunk[..n]).map_err(RunError::Io)?;
+    }
+    encoder.finish().map_err(RunError::Io)?;
+    Ok(())
+}
+
+fn drain(running: &mut RunningScript, chunk: &mut [u8]) -> Result<(), RunError> {
+    while running.read(chunk)? > 0 {}
+    Ok(())
+}
+
+/// The response head from a script's head.
+fn response_head(head: &CgiHead) -> ResponseHead {
+    ResponseHead {
+        status: head.status,
+        reason: head.reason.clone(),
+        headers: head.headers.clone(),
+    }
+}
+
+fn answered(status: u16, rule: Rule) -> Outcome {
+    Outcome {
+        status,
+        summary: format!("{status} without running the script: {rule}"),
+        body_bytes: 0,
+        complete: true,
+    }
+}
+
+fn ran(status: u16, body_bytes: u64, complete: bool) -> Outcome {
+    Outcome {
+        status,
+        summary: format!("{status} ran script"),
+        body_bytes,
+        complete,
+    }
+}
+
+/// Sends a short plain-text response (errors, 412).
+pub fn send_text(sink: &mut dyn ResponseSink, status: u16, text: &str) -> io::Result<()> {
+    let mut head = ResponseHead::new(status);
+    head.push("Content-Type", "text/plain; charset=utf-8");
+    head.push("Content-Length", text.len().to_string());
+    head.push("Cache-Control", "no-store");
+    sink.send_head(&head)?;
+    sink.send_body(text.as_bytes())?;
+    sink.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_answer_plain_or_after_cgi_headers() {
+        let t = crate::timestamp::from_unix(1_718_443_800);
+        assert_eq!(parse_probe_answer(b"1718443800\n"), t);
+        assert_eq!(parse_probe_answer(b"2024-06-15T09:30:00Z"), t);
+        let php = b"X-Powered-By: PHP/8.2\r\nContent-type: text/html\r\n\r\n1718443800\n";
+        assert_eq!(parse_probe_answer(php), t);
+        assert_eq!(parse_probe_answer(b"hello\n"), None);
+    }
+}

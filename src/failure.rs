@@ -1,0 +1,178 @@
+//! Everything that ends a request with an error status: the contract's failure table in one place.
+
+use std::time::Duration;
+
+/// Why a request could not be answered with the script's own response.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// No script was named by the arguments or the CGI environment.
+    #[error("no script to run: neither an argument, SCRIPT_FILENAME nor PATH_TRANSLATED names one")]
+    NoScript,
+    /// The script file does not exist.
+    #[error("script not found: {0}")]
+    ScriptMissing(String),
+    /// The script's real path lies outside the document root.
+    #[error("script outside the document root: {0}")]
+    OutsideRoot(String),
+    /// No interpreter and the script is not an executable file.
+    #[error("script is not executable and no interpreter is configured: {0}")]
+    NotExecutable(String),
+    /// The script's shebang names the wrapper without an interpreter: running it would loop.
+    #[error(
+        "{0} names http-conditional in its shebang without an interpreter \
+         (use '#!/usr/bin/http-conditional /bin/sh' or set an interpreter)"
+    )]
+    SelfShebang(String),
+    /// The sidecar could not be read or parsed.
+    #[error("bad sidecar {file}: {reason}")]
+    BadSidecar {
+        /// The sidecar's file name (not its full path).
+        file: String,
+        /// The I/O or JSON error.
+        reason: String,
+    },
+    /// The script or its interpreter could not be started.
+    #[error("could not start {script}: {reason}")]
+    SpawnFailed {
+        /// The script's file name.
+        script: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The script exited unsuccessfully before its response was complete.
+    #[error("script {script} failed: {reason}")]
+    ScriptFailed {
+        /// The script's file name.
+        script: String,
+        /// Exit status or signal.
+        reason: String,
+    },
+    /// The script's output did not start with a valid CGI header block.
+    #[error("script {script} printed malformed CGI headers: {reason}")]
+    MalformedHead {
+        /// The script's file name.
+        script: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The probe run did not give a usable time.
+    #[error("probe of {script} failed: {reason}")]
+    ProbeFailed {
+        /// The script's file name.
+        script: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The script ran past its timeout; its process group was killed.
+    #[error("script {script} timed out after {after:?}")]
+    Timeout {
+        /// The script's file name.
+        script: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// No slot to run a script became free in time (FastCGI --max-children).
+    #[error("too many scripts running; no slot freed within {0:?}")]
+    Overloaded(Duration),
+    /// Reading the request body or writing the response failed: the client is gone.
+    #[error("connection lost: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Failure {
+    /// The HTTP status that answers this failure.
+    pub fn status(&self) -> u16 {
+        match self {
+            Failure::ScriptMissing(_) | Failure::NoScript => 404,
+            Failure::OutsideRoot(_) | Failure::NotExecutable(_) => 403,
+            Failure::SelfShebang(_) | Failure::BadSidecar { .. } | Failure::SpawnFailed { .. } => {
+                500
+            }
+            Failure::ScriptFailed { .. }
+            | Failure::MalformedHead { .. }
+            | Failure::ProbeFailed { .. } => 502,
+            Failure::Overloaded(_) => 503,
+            Failure::Timeout { .. } => 504,
+            Failure::Io(_) => 500,
+        }
+    }
+
+    /// The short text sent to the client. Details that belong in the log only (stderr, full
+    /// paths) are left out; the sidecar error is shown because the operator needs it.
+    pub fn public_message(&self) -> String {
+        match self {
+            Failure::ScriptFailed { script, .. } => format!("script {script} failed"),
+            Failure::MalformedHead { script, .. } => {
+                format!("script {script} printed malformed CGI headers")
+            }
+            Failure::SpawnFailed { script, .. } => format!("could not start script {script}"),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The reason phrase for a status code.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        412 => "Precondition Failed",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_contract_table() {
+        let name = || "a.cgi".to_string();
+        assert_eq!(Failure::ScriptMissing(name()).status(), 404);
+        assert_eq!(Failure::OutsideRoot(name()).status(), 403);
+        assert_eq!(Failure::NotExecutable(name()).status(), 403);
+        let failed = Failure::ScriptFailed {
+            script: name(),
+            reason: "exit 1".into(),
+        };
+        assert_eq!(failed.status(), 502);
+        let head = Failure::MalformedHead {
+            script: name(),
+            reason: "x".into(),
+        };
+        assert_eq!(head.status(), 502);
+        assert_eq!(
+            Failure::Timeout {
+                script: name(),
+                after: Duration::from_secs(1)
+            }
+            .status(),
+            504
+        );
+        let sidecar = Failure::BadSidecar {
+            file: "a.cgi.conditional.json".into(),
+            reason: "x".into(),
+        };
+        assert_eq!(sidecar.status(), 500);
+        assert!(sidecar.public_message().contains("a.cgi.conditional.json"));
+        assert_eq!(Failure::SelfShebang(name()).status(), 500);
+    }
+}

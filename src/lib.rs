@@ -1,0 +1,22 @@
+//! http-conditional: answers 304 Not Modified and 412 Precondition Failed for legacy CGI
+//! scripts without running them, and adds validators, cache policy and compression to their
+//! output when they do run.
+//!
+//! The front ends ([`cgi`], [`fastcgi`], [`serve`]) turn their input into a
+//! [`request::Request`] and hand it to the [`engine`], which never knows which one it serves.
+
+pub mod cache_policy;
+pub mod cgi;
+pub mod cgi_head;
+pub mod encoding;
+pub mod engine;
+pub mod etag;
+pub mod failure;
+pub mod preconditions;
+pub mod request;
+pub mod response;
+pub mod runner;
+pub mod script;
+pub mod sidecar;
+pub mod timestamp;
+pub mod validators;

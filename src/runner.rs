@@ -1,0 +1,518 @@
+//! Runs a script as a child process: its own process group, stdin fed concurrently, stdout read
+//! with a deadline, and the end of the response detected when the script exits even if a
+//! background child keeps the pipe open.
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How often a poll wakes to re-check the child when the kernel has no pidfd (before Linux 5.3).
+const FALLBACK_TICK: Duration = Duration::from_millis(20);
+/// How often the stdin feeder re-checks whether the run has ended while the script is not reading.
+const FEEDER_TICK: Duration = Duration::from_millis(100);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ScriptCommand {
+    /// The program: the interpreter, or the script itself.
+    pub program: PathBuf,
+    /// Arguments after the program.
+    pub args: Vec<OsString>,
+    /// The complete environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// Working directory: the script's folder (RFC 3875 §7.2 suggests it; php-cgi expects it).
+    pub cwd: PathBuf,
+    /// Time allowed from spawn to exit.
+    pub timeout: Duration,
+}
+
+/// Where the script's stdin comes from.
+pub enum Input {
+    /// The wrapper's own stdin (CGI mode: the server's body pipe or socket).
+    Inherit,
+    /// Nothing (probe runs).
+    Null,
+    /// Copied from a reader by a feeder thread (FastCGI, serve).
+    Stream(Box<dyn Read + Send>),
+}
+
+/// Where the script's stderr goes.
+#[derive(Clone)]
+pub enum ErrorOutput {
+    /// The wrapper's own stderr (CGI mode: the server's error log).
+    Inherit,
+    /// Each chunk handed to a callback (FastCGI: FCGI_STDERR records).
+    Capture(Arc<dyn Fn(&[u8]) + Send + Sync>),
+}
+
+/// Why reading from a running script stopped early.
+#[derive(Debug)]
+pub enum RunError {
+    /// The deadline passed; the process group was killed.
+    Timeout,
+    /// The run was aborted from outside; the process group was killed.
+    Aborted,
+    /// Reading or polling failed.
+    Io(io::Error),
+}
+
+/// Lets another thread kill a running script (FastCGI abort or disconnect).
+#[derive(Debug, Clone, Default)]
+pub struct AbortHandle {
+    inner: Arc<AbortState>,
+}
+
+#[derive(Debug, Default)]
+struct AbortState {
+    aborted: AtomicBool,
+    process_group: AtomicI32,
+}
+
+impl AbortHandle {
+    /// A handle for one request.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Kills the script's process group now (or as soon as it starts).
+    pub fn abort(&self) {
+        self.inner.aborted.store(true, Ordering::SeqCst);
+        kill_group(self.inner.process_group.load(Ordering::SeqCst));
+    }
+
+    /// Whether `abort` was called.
+    pub fn is_aborted(&self) -> bool {
+        self.inner.aborted.load(Ordering::SeqCst)
+    }
+}
+
+/// A started script.
+pub struct RunningScript {
+    child: Child,
+    process_group: i32,
+    stdout: ChildStdout,
+    stderr: Option<(ChildStderr, Arc<dyn Fn(&[u8]) + Send + Sync>)>,
+    pidfd: Option<OwnedFd>,
+    deadline: Instant,
+    exit: Option<ExitStatus>,
+    stdout_done: bool,
+    feeder_stop: Option<Arc<AtomicBool>>,
+    abort: AbortHandle,
+}
+
+impl RunningScript {
+    /// Starts the script in its own process group.
+    pub fn spawn(
+        command: &ScriptCommand,
+        input: Input,
+        errors: ErrorOutput,
+        abort: AbortHandle,
+    ) -> io::Result<Self> {
+        let mut cmd = Command::new(&command.program);
+        cmd.args(&command.args)
+            .env_clear()
+            .envs(command.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&command.cwd)
+            .process_group(0)
+            .stdout(Stdio::piped());
+        cmd.stdin(match &input {
+            Input::Inherit => Stdio::inherit(),
+            Input::Null => Stdio::null(),
+            Input::Stream(_) => Stdio::piped(),
+        });
+        cmd.stderr(match &errors {
+            ErrorOutput::Inherit => Stdio::inherit(),
+            ErrorOutput::Capture(_) => Stdio::piped(),
+        });
+        let mut child = cmd.spawn()?;
+        let deadline = Instant::now() + command.timeout;
+        let process_group = i32::try_from(child.id()).unwrap_or(0);
+        abort
+            .inner
+            .process_group
+            .store(process_group, Ordering::SeqCst);
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout pipe"))?;
+        set_nonblocking(stdout.as_raw_fd())?;
+        let stderr = match (errors, child.stderr.take()) {
+            (ErrorOutput::Capture(sink), Some(pipe)) => {
+                set_nonblocking(pipe.as_raw_fd())?;
+                Some((pipe, sink))
+            }
+            _ => None,
+        };
+        let feeder_stop = match (input, child.stdin.take()) {
+            (Input::Stream(source), Some(pipe)) => Some(start_feeder(source, pipe)?),
+            _ => None,
+        };
+        let mut running = RunningScript {
+            pidfd: pidfd_open(child.id()),
+            child,
+            process_group,
+            stdout,
+            stderr,
+            deadline,
+            exit: None,
+            stdout_done: false,
+            feeder_stop,
+            abort,
+        };
+        if running.abort.is_aborted() {
+            running.kill();
+        }
+        Ok(running)
+    }
+
+    /// Reads the next chunk of the script's stdout. `Ok(0)` means the output has ended: the
+    /// pipe closed, or the script exited and what it wrote has been read.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, RunError> {
+        loop {
+            if self.abort.is_aborted() {
+                self.kill();
+                return Err(RunError::Aborted);
+            }
+            if self.stdout_done {
+                return Ok(0);
+            }
+            match self.stdout.read(buf) {
+                Ok(0) => {
+                    self.stdout_done = true;
+                    return Ok(0);
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(RunError::Io(e)),
+            }
+            if self.exit.is_some() {
+                // The script is gone and the pipe is empty: whatever still holds it open is a
+                // background child, whose later output is not part of this response.
+                self.stdout_done = true;
+                return Ok(0);
+            }
+            self.wait_for_event(true)?;
+        }
+    }
+
+    /// Reads the whole output, up to `limit` bytes (more is an error).
+    pub fn read_to_end(&mut self, limit: usize) -> Result<Vec<u8>, RunError> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = self.read(&mut buf)?;
+            if n == 0 {
+                return Ok(out);
+            }
+            if out.len() + n > limit {
+                self.kill();
+                return Err(RunError::Io(io::Error::other(format!(
+                    "more than {limit} bytes of output"
+                ))));
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Waits for the script to exit, within its deadline.
+    pub fn wait(mut self) -> Result<ExitStatus, RunError> {
+        self.wait_in_place()
+    }
+
+    /// Waits for the script to exit, within its deadline, keeping the handle.
+    pub fn wait_in_place(&mut self) -> Result<ExitStatus, RunError> {
+        while self.exit.is_none() {
+            self.wait_for_event(false)?;
+        }
+        if self.abort.is_aborted() {
+            return Err(RunError::Aborted);
+        }
+        self.drain_stderr();
+        self.exit.ok_or(RunError::Aborted)
+    }
+
+    /// Kills the script's whole process group and reaps the script.
+    pub fn kill(&mut self) {
+        kill_group(self.process_group);
+        if self.exit.is_none() {
+            self.exit = self.child.wait().ok();
+        }
+    }
+
+    /// Blocks until stdout is readable (when `want_stdout`), stderr has data, the script exits,
+    /// the deadline passes or the run is aborted.
+    fn wait_for_event(&mut self, want_stdout: bool) -> Result<(), RunError> {
+        if self.abort.is_aborted() {
+            self.kill();
+            return Err(RunError::Aborted);
+        }
+        let now = Instant::now();
+        if now >= self.deadline {
+            self.kill();
+            return Err(RunError::Timeout);
+        }
+        let mut wait = self.deadline - now;
+        let mut fds = Vec::with_capacity(3);
+        if want_stdout {
+            fds.push(pollfd(self.stdout.as_raw_fd()));
+        }
+        if let Some((pipe, _)) = &self.stderr {
+            fds.push(pollfd(pipe.as_raw_fd()));
+        }
+        match &self.pidfd {
+            Some(fd) => fds.push(pollfd(fd.as_raw_fd())),
+            None => wait = wait.min(FALLBACK_TICK),
+        }
+        let millis = i32::try_from(wait.as_millis().max(1)).unwrap_or(i32::MAX);
+        let nfds = libc::nfds_t::try_from(fds.len()).unwrap_or(0);
+        // SAFETY: `fds` is a valid array of `nfds` pollfd structs that outlives the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), nfds, millis) };
+        if ready < 0 {
+            let err = io::Error::last_os_error();
+            return match err.kind() {
+                io::ErrorKind::Interrupted => Ok(()),
+                _ => Err(RunError::Io(err)),
+            };
+        }
+        self.drain_stderr();
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().map_err(RunError::Io)?;
+        }
+        Ok(())
+    }
+
+    fn drain_stderr(&mut self) {
+        let Some((pipe, sink)) = &mut self.stderr else {
+            return;
+        };
+        let mut buf = [0u8; 8 * 1024];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => {
+                    self.stderr = None;
+                    return;
+                }
+                Ok(n) => sink(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+impl Drop for RunningScript {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.feeder_stop {
+            stop.store(true, Ordering::SeqCst);
+        }
+        if self.exit.is_none() {
+            self.kill();
+        }
+    }
+}
+
+/// Copies the request body to the script on its own thread, so a script that writes a large
+/// response before reading its body cannot deadlock against us.
+fn start_feeder(
+    mut source: Box<dyn Read + Send>,
+    pipe: std::process::ChildStdin,
+) -> io::Result<Arc<AtomicBool>> {
+    set_nonblocking(pipe.as_raw_fd())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_seen = Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name("stdin-feeder".into())
+        .spawn(move || {
+            let mut pipe = pipe;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match source.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if write_all_polled(&mut pipe, &buf[..n], &stop_seen).is_err() {
+                    // The script stopped reading (exited or closed stdin): drain the rest of
+                    // the body so the sender is not left blocked.
+                    while matches!(source.read(&mut buf), Ok(n) if n > 0) {
+                        if stop_seen.load(Ordering::SeqCst) {
+                            return;
+                        }
+                    }
+                    return;
+                }
+            }
+        })?;
+    Ok(stop)
+}
+
+fn write_all_polled(
+    pipe: &mut std::process::ChildStdin,
+    mut data: &[u8],
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        if stop.load(Ordering::SeqCst) {
+            return Err(io::Error::other("run ended"));
+        }
+        match pipe.write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut fds = [libc::pollfd {
+                    fd: pipe.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                }];
+                let millis = i32::try_from(FEEDER_TICK.as_millis()).unwrap_or(100);
+                // SAFETY: one valid pollfd, alive for the call.
+                unsafe { libc::poll(fds.as_mut_ptr(), 1, millis) };
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn pollfd(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A descriptor that becomes readable when the process exits (Linux ≥ 5.3).
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: the raw syscall takes two integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = RawFd::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn kill_group(process_group: i32) {
+    if process_group > 1 {
+        // SAFETY: kill takes plain integers; a negative pid names the process group.
+        unsafe { libc::kill(-process_group, libc::SIGKILL) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, timeout_ms: u64) -> ScriptCommand {
+        ScriptCommand {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: "/".into(),
+            timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    fn run(cmd: &ScriptCommand, input: Input) -> (Result<Vec<u8>, RunError>, RunningScript) {
+        let mut r =
+            RunningScript::spawn(cmd, input, ErrorOutput::Inherit, AbortHandle::new()).unwrap();
+        (r.read_to_end(1 << 30), r)
+    }
+
+    #[test]
+    fn output_and_exit_status() {
+        let (out, r) = run(&sh("printf hello; exit 3", 5000), Input::Null);
+        assert_eq!(out.unwrap(), b"hello");
+        assert_eq!(r.wait().unwrap().code(), Some(3));
+    }
+
+    #[test]
+    fn background_child_holding_stdout_does_not_hang_the_response() {
+        let start = Instant::now();
+        let (out, r) = run(&sh("printf done; sleep 30 & exit 0", 20_000), Input::Null);
+        assert_eq!(out.unwrap(), b"done");
+        assert!(r.wait().unwrap().success());
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group() {
+        let marker = std::env::temp_dir().join(format!("hc-grp-{}", std::process::id()));
+        let script = format!("(sleep 1; touch {}) & sleep 30", marker.display());
+        let (out, _r) = run(&sh(&script, 300), Input::Null);
+        assert!(matches!(out, Err(RunError::Timeout)));
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!marker.exists(), "grandchild survived the timeout");
+    }
+
+    #[test]
+    fn large_output_before_reading_stdin_does_not_deadlock() {
+        let body = vec![b'x'; 1 << 20];
+        let script = "head -c 300000 /dev/zero; wc -c";
+        let (out, r) = run(
+            &sh(script, 10_000),
+            Input::Stream(Box::new(io::Cursor::new(body))),
+        );
+        let out = out.unwrap();
+        assert_eq!(out.len(), 300_000 + "1048576\n".len());
+        assert!(out.ends_with(b"1048576\n"));
+        assert!(r.wait().unwrap().success());
+    }
+
+    #[test]
+    fn stderr_is_captured() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink_seen = Arc::clone(&seen);
+        let sink = Arc::new(move |b: &[u8]| sink_seen.lock().unwrap().extend_from_slice(b));
+        let cmd = sh("echo oops >&2; echo out", 5000);
+        let mut r = RunningScript::spawn(
+            &cmd,
+            Input::Null,
+            ErrorOutput::Capture(sink),
+            AbortHandle::new(),
+        )
+        .unwrap();
+        assert_eq!(r.read_to_end(1024).unwrap(), b"out\n");
+        r.wait().unwrap();
+        assert_eq!(&*seen.lock().unwrap(), b"oops\n");
+    }
+
+    #[test]
+    fn abort_kills_the_script() {
+        let abort = AbortHandle::new();
+        let mut r = RunningScript::spawn(
+            &sh("sleep 30", 60_000),
+            Input::Null,
+            ErrorOutput::Inherit,
+            abort.clone(),
+        )
+        .unwrap();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            abort.abort();
+        });
+        let mut buf = [0u8; 16];
+        assert!(matches!(r.read(&mut buf), Err(RunError::Aborted)));
+        killer.join().unwrap();
+    }
+}
