@@ -8,7 +8,6 @@ use std::io::{self, BufWriter, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use crate::engine::{self, Engine, Job, RequestBody};
 use crate::failure::Failure;
@@ -195,11 +194,6 @@ pub fn refuse_arguments(message: &str) -> ExitCode {
     let mut sink = CgiWriter::new(io::stdout().lock());
     let _ = engine::send_text(&mut sink, 500, "http-conditional: bad command line\n");
     ExitCode::FAILURE
-}
-
-/// Parses `--timeout` as given on the command line.
-pub fn timeout_from_flag(seconds: Option<f64>) -> Option<Duration> {
-    seconds.and_then(parse_timeout_seconds)
 }
 
 #[cfg(test)]

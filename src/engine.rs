@@ -5,6 +5,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::cache_policy::CachePolicy;
@@ -17,6 +18,7 @@ use crate::response::{BodyWriter, ResponseHead, ResponseSink};
 use crate::runner::{AbortHandle, ErrorOutput, Input, RunError, RunningScript, ScriptCommand};
 use crate::script::{Interpreter, Script};
 use crate::sidecar::{self, Privacy, Sidecar};
+use crate::slots::Slots;
 use crate::timestamp::{format_http_date, parse_flexible, unix_seconds};
 use crate::validators::{self, Derivation, Inputs};
 
@@ -86,6 +88,8 @@ pub struct Outcome {
 pub struct Engine {
     /// Only scripts whose real path lies under this folder run (FastCGI, serve).
     pub root: Option<PathBuf>,
+    /// Caps scripts running at once; answers given without running a script need no slot.
+    pub slots: Option<Arc<Slots>>,
 }
 
 /// How far a request got; decides what can still be sent when something fails.
@@ -100,6 +104,7 @@ struct Progress {
 struct Plan {
     script: Script,
     command: ScriptCommand,
+    slots: Option<Arc<Slots>>,
 }
 
 /// A script's output once its head has been read.
@@ -173,7 +178,8 @@ impl Engine {
         let request = job.request;
         let script = Script::resolve(&job.script, self.root.as_deref())?;
         let sidecar = sidecar::load(&script.path)?;
-        let plan = plan(job, script, sidecar.as_ref())?;
+        let mut plan = plan(job, script, sidecar.as_ref())?;
+        plan.slots = self.slots.clone();
         match sidecar {
             Some(sidecar) => self.declared(
                 &plan, &sidecar, request, body, errors, abort, sink, progress,
@@ -413,7 +419,11 @@ fn plan(job: &Job<'_>, script: Script, sidecar: Option<&Sidecar>) -> Result<Plan
         cwd: script.folder().to_path_buf(),
         timeout,
     };
-    let mut plan = Plan { script, command };
+    let mut plan = Plan {
+        script,
+        command,
+        slots: None,
+    };
     plan.command.env = job
         .base_env
         .iter()

@@ -104,6 +104,8 @@ pub struct RunningScript {
     stdout_done: bool,
     feeder_stop: Option<Arc<AtomicBool>>,
     abort: AbortHandle,
+    /// Released when the run ends (a `--max-children` slot).
+    held: Option<Box<dyn Send>>,
 }
 
 impl RunningScript {
@@ -164,11 +166,17 @@ impl RunningScript {
             stdout_done: false,
             feeder_stop,
             abort,
+            held: None,
         };
         if running.abort.is_aborted() {
             running.kill();
         }
         Ok(running)
+    }
+
+    /// Keeps `guard` alive until this run is dropped.
+    pub fn hold(&mut self, guard: Box<dyn Send>) {
+        self.held = Some(guard);
     }
 
     /// Reads the next chunk of the script's stdout. `Ok(0)` means the output has ended: the

@@ -1,0 +1,94 @@
+//! A cap on scripts running at once (`--max-children`), waited for with a deadline.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::failure::Failure;
+
+/// Counts running scripts; `acquire` waits up to the queue timeout for a free slot.
+#[derive(Debug)]
+pub struct Slots {
+    max: usize,
+    queue_timeout: Duration,
+    running: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A held slot, released when dropped.
+#[derive(Debug)]
+pub struct SlotGuard {
+    slots: Arc<Slots>,
+}
+
+impl Slots {
+    /// At most `max` (at least 1) scripts at once; waiters give up after `queue_timeout`.
+    pub fn new(max: usize, queue_timeout: Duration) -> Arc<Self> {
+        Arc::new(Slots {
+            max: max.max(1),
+            queue_timeout,
+            running: Mutex::new(0),
+            freed: Condvar::new(),
+        })
+    }
+
+    /// Takes a slot, or fails with `Overloaded` (503) when none frees in time.
+    pub fn acquire(self: &Arc<Self>) -> Result<SlotGuard, Failure> {
+        let deadline = Instant::now() + self.queue_timeout;
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        while *running >= self.max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Failure::Overloaded(self.queue_timeout));
+            }
+            running = self
+                .freed
+                .wait_timeout(running, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *running += 1;
+        Ok(SlotGuard {
+            slots: Arc::clone(self),
+        })
+    }
+
+    /// Scripts running now.
+    pub fn in_use(&self) -> usize {
+        *self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut running = self.slots.running.lock().unwrap_or_else(|p| p.into_inner());
+        *running = running.saturating_sub(1);
+        self.slots.freed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_slots_time_out_with_503_and_free_on_drop() {
+        let slots = Slots::new(1, Duration::from_millis(50));
+        let held = slots.acquire().unwrap();
+        let err = slots.acquire().unwrap_err();
+        assert_eq!(err.status(), 503);
+        drop(held);
+        assert!(slots.acquire().is_ok());
+        assert_eq!(slots.in_use(), 0);
+    }
+
+    #[test]
+    fn a_waiter_gets_the_slot_when_freed() {
+        let slots = Slots::new(1, Duration::from_secs(5));
+        let held = slots.acquire().unwrap();
+        let other = Arc::clone(&slots);
+        let waiter = std::thread::spawn(move || other.acquire().map(drop).is_ok());
+        std::thread::sleep(Duration::from_millis(50));
+        drop(held);
+        assert!(waiter.join().unwrap());
+    }
+}
