@@ -4,10 +4,11 @@
 //! CGI response; the engine does the rest.
 
 use std::ffi::OsString;
-use std::io::{self, BufWriter, Read};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use crate::engine::{self, Engine, Job, RequestBody};
 use crate::failure::Failure;
@@ -173,13 +174,12 @@ pub fn run(options: Options) -> ExitCode {
         timeout: options.timeout.and_then(parse_timeout_seconds),
         base_env: Vec::new(),
     };
-    let outcome = Engine::default().handle(
-        &job,
-        &mut body,
-        &ErrorOutput::Inherit,
-        &AbortHandle::new(),
-        &mut sink,
-    );
+    // The script's stderr is relayed rather than inherited, so a background child that keeps
+    // it open cannot hold the server's error pipe (and the response) after the script exits.
+    let relay = ErrorOutput::Capture(Arc::new(|chunk: &[u8]| {
+        let _ = io::stderr().write_all(chunk);
+    }));
+    let outcome = Engine::default().handle(&job, &mut body, &relay, &AbortHandle::new(), &mut sink);
     if outcome.complete {
         ExitCode::SUCCESS
     } else {

@@ -25,10 +25,7 @@ impl TempDir {
     pub fn new(label: &str) -> Self {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!(
-            "hc-test-{label}-{}-{n}",
-            std::process::id()
-        ));
+        let path = std::env::temp_dir().join(format!("hc-test-{label}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create temp dir");
         // Real path, so comparisons with canonicalized paths hold.
@@ -104,6 +101,8 @@ pub struct Response {
     pub body: Vec<u8>,
     pub stderr: String,
     pub exit_ok: bool,
+    /// The whole request body was taken by the wrapper (or its script).
+    pub body_consumed: bool,
 }
 
 impl Response {
@@ -133,7 +132,11 @@ pub fn parse_cgi_output(out: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|p| (p, p + 4))
-        .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|p| (p, p + 2)))
+        .or_else(|| {
+            out.windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|p| (p, p + 2))
+        })
         .unwrap_or_else(|| panic!("no header block in {:?}", String::from_utf8_lossy(out)));
     let head = String::from_utf8_lossy(&out[..end.0]).into_owned();
     let mut status = 0;
@@ -213,6 +216,12 @@ impl Cgi {
         self.env("CONTENT_LENGTH", len)
     }
 
+    /// Overrides the hang limit.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = limit;
+        self
+    }
+
     pub fn run(self) -> Response {
         let mut child = Command::new(bin())
             .args(&self.args)
@@ -225,11 +234,9 @@ impl Cgi {
             .expect("spawn http-conditional");
         let mut stdin = child.stdin.take().unwrap();
         let body = self.stdin.clone();
-        let feeder = std::thread::spawn(move || {
-            let _ = stdin.write_all(&body);
-        });
+        let feeder = std::thread::spawn(move || stdin.write_all(&body).is_ok());
         let output = wait_with_timeout(child, self.timeout);
-        feeder.join().unwrap();
+        let body_consumed = feeder.join().unwrap();
         let (status, headers, body) = parse_cgi_output(&output.stdout);
         Response {
             status,
@@ -237,6 +244,7 @@ impl Cgi {
             body,
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
             exit_ok: output.status.success(),
+            body_consumed,
         }
     }
 }
@@ -330,7 +338,10 @@ impl Drop for Spawned {
 
 /// Processes whose command line contains `needle` (for leftover-script checks).
 pub fn processes_matching(needle: &str) -> Vec<String> {
-    let out = Command::new("ps").args(["-eo", "pid,args"]).output().unwrap();
+    let out = Command::new("ps")
+        .args(["-eo", "pid,args"])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains(needle) && !l.contains("ps -eo"))
