@@ -100,8 +100,8 @@ struct Progress {
     body_bytes: u64,
 }
 
-/// A resolved script and how to run it.
-struct Plan {
+/// A resolved script and how to run it (`explain` builds one to run the probe).
+pub struct Plan {
     script: Script,
     command: ScriptCommand,
     slots: Option<Arc<Slots>>,
@@ -117,11 +117,14 @@ struct Output {
     complete: bool,
 }
 
-/// What the wrapper adds to a declared script's 200 and 304.
-struct Representation {
-    derivation: Derivation,
-    policy: CachePolicy,
-    compress: bool,
+/// What the wrapper adds to a declared script's 200 and 304 (`explain` prints it).
+pub struct Representation {
+    /// Last-Modified and ETag, with the sources they came from.
+    pub derivation: Derivation,
+    /// Cache-Control and Expires (privacy already forced for feed and session mode).
+    pub policy: CachePolicy,
+    /// The sidecar's `compress`.
+    pub compress: bool,
 }
 
 impl Engine {
@@ -261,7 +264,7 @@ impl Engine {
 
 impl Representation {
     /// Adds ETag (of the variant for `coding`), Last-Modified, the cache policy and Vary.
-    fn apply(&self, head: &mut ResponseHead, coding: Coding, now: SystemTime) {
+    pub fn apply(&self, head: &mut ResponseHead, coding: Coding, now: SystemTime) {
         let validators = &self.derivation.validators;
         if let Some(etag) = &validators.etag {
             let tag = match coding.token() {
@@ -294,7 +297,7 @@ impl Representation {
 }
 
 /// Validators and policy of a declared script at `now` (running the probe when asked).
-fn represent(
+pub fn represent(
     plan: &Plan,
     sidecar: &Sidecar,
     request: &Request,
@@ -386,7 +389,7 @@ fn pass_through(
 }
 
 /// Resolves interpreter, timeout and command line (sidecar, command line, environment).
-fn plan(job: &Job<'_>, script: Script, sidecar: Option<&Sidecar>) -> Result<Plan, Failure> {
+pub fn plan(job: &Job<'_>, script: Script, sidecar: Option<&Sidecar>) -> Result<Plan, Failure> {
     let request = job.request;
     let interpreter = job
         .interpreter
