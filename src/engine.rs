@@ -3,6 +3,7 @@
 //! It resolves the script, loads its sidecar, decides 304/412 without running it when it can,
 //! and otherwise runs it and passes its response on with validators, cache policy and coding.
 
+use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -236,7 +237,7 @@ impl Engine {
             .map_or(0, |t| unix_seconds(*t));
         let mut extra = Vec::new();
         if sidecar.feed {
-            extra.push(("CONDITIONAL_CLIENT_DATE", client_date.to_string()));
+            extra.push(("CONDITIONAL_CLIENT_DATE", client_date.to_string().into()));
         }
         let mut output = start(plan, request, &extra, body, errors, abort, progress)?;
         let mut coding_used = Coding::Identity;
@@ -437,11 +438,14 @@ pub fn plan(job: &Job<'_>, script: Script, sidecar: Option<&Sidecar>) -> Result<
 }
 
 impl Plan {
-    /// The command with the request's environment (HEAD runs as GET, so the headers match).
-    fn command_for(&self, request: &Request, extra: &[(&str, String)]) -> ScriptCommand {
+    /// The command with the request's environment: SCRIPT_FILENAME names the script itself
+    /// (under Apache `Action` it named the wrapper, and php-cgi reads it), and HEAD runs as
+    /// GET so the headers match.
+    fn command_for(&self, request: &Request, extra: &[(&str, OsString)]) -> ScriptCommand {
         let mut extra = extra.to_vec();
+        extra.push(("SCRIPT_FILENAME", self.script.path.clone().into_os_string()));
         if request.method() == Method::Head {
-            extra.push(("REQUEST_METHOD", "GET".to_string()));
+            extra.push(("REQUEST_METHOD", "GET".into()));
         }
         let mut command = self.command.clone();
         command.env.extend(request.script_env(&extra));
@@ -485,7 +489,7 @@ fn probe(
     errors: &ErrorOutput,
     abort: &AbortHandle,
 ) -> Result<SystemTime, Failure> {
-    let command = plan.command_for(request, &[("CONDITIONAL_PROBE", "1".to_string())]);
+    let command = plan.command_for(request, &[("CONDITIONAL_PROBE", "1".into())]);
     let mut running = plan.spawn(&command, Input::Null, errors, abort)?;
     let output = running
         .read_to_end(PROBE_OUTPUT_LIMIT)
@@ -520,7 +524,7 @@ pub fn parse_probe_answer(output: &[u8]) -> Option<SystemTime> {
 fn start(
     plan: &Plan,
     request: &Request,
-    extra: &[(&str, String)],
+    extra: &[(&str, OsString)],
     body: &mut dyn RequestBody,
     errors: &ErrorOutput,
     abort: &AbortHandle,

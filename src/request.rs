@@ -106,7 +106,7 @@ impl Request {
     /// The environment a script is run with: the request's variables less `HTTP_PROXY`
     /// (httpoxy), with `REDIRECT_STATUS=200` when absent (php-cgi's force-redirect check),
     /// then `extra` added or replacing.
-    pub fn script_env(&self, extra: &[(&str, String)]) -> Vec<(OsString, OsString)> {
+    pub fn script_env(&self, extra: &[(&str, OsString)]) -> Vec<(OsString, OsString)> {
         let mut env: Vec<(OsString, OsString)> = self
             .vars
             .iter()
@@ -118,7 +118,7 @@ impl Request {
             env.push(("REDIRECT_STATUS".into(), "200".into()));
         }
         for (name, value) in extra {
-            env.push((name.into(), value.into()));
+            env.push((name.into(), value.clone()));
         }
         env
     }
