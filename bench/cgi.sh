@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# CGI mode, side by side in one run: the 304 path against /bin/true spawned the same way, the
+# 200 path against the bare script, our 304 against php-cgi running the original library, and a
+# 1 GiB body through the wrapper (peak RSS; gzip throughput against gzip -6 on the same bytes).
+# Prints a markdown section on stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for tool in hyperfine php-cgi /usr/bin/time gzip; do
+  command -v "$tool" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine php-cgi time gzip >/dev/null; break; }
+done
+cargo build --release --quiet
+bin=$PWD/target/release/http-conditional
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# A 20 KB sh page, declared with a sidecar.
+{
+  echo '#!/bin/sh'
+  echo "printf 'Content-Type: text/html; charset=utf-8\\n\\n'"
+  echo "cat <<'HTML'"
+  for _ in $(seq 400); do echo '<p>The same twenty kilobytes as the shell page.</p>'; done
+  echo 'HTML'
+} > "$work/page.cgi"
+chmod +x "$work/page.cgi"
+touch -d @1700000000 "$work/page.cgi"
+echo '{"cache_seconds": 0}' > "$work/page.cgi.conditional.json"
+cp bench/original/conditional.php "$work/original.php"
+touch -d @1700000000 "$work/original.php"
+
+export GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET SERVER_PROTOCOL=HTTP/1.1 QUERY_STRING=
+etag=$(SCRIPT_FILENAME=$work/page.cgi "$bin" | tr -d '\r' | sed -n 's/^ETag: //p')
+php_etag=$(REDIRECT_STATUS=200 SCRIPT_FILENAME=$work/original.php php-cgi | tr -d '\r' | sed -n 's/^ETag: //p')
+[ "$(SCRIPT_FILENAME=$work/page.cgi HTTP_IF_NONE_MATCH=$etag "$bin" | head -1 | tr -d '\r')" = "Status: 304 Not Modified" ]
+REDIRECT_STATUS=200 SCRIPT_FILENAME=$work/original.php HTTP_IF_NONE_MATCH=$php_etag php-cgi | grep -q '^Status: 304'
+
+mean() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['results'][int(sys.argv[2])]['mean'])" "$@"; }
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$@"; }
+ms() { python3 -c "import sys; print(f'{float(sys.argv[1])*1000:.2f}')" "$1"; }
+
+run_pair() { # json, env..., -- , cmd_a, cmd_b
+  local json=$1; shift
+  hyperfine -N --warmup 30 --runs "${RUNS:-400}" --export-json "$json" "$@" >/dev/null 2>&1
+}
+
+SCRIPT_FILENAME=$work/page.cgi HTTP_IF_NONE_MATCH=$etag run_pair "$work/304.json" "$bin" /bin/true
+SCRIPT_FILENAME=$work/page.cgi run_pair "$work/200.json" "$bin" "$work/page.cgi"
+SCRIPT_FILENAME=$work/original.php REDIRECT_STATUS=200 HTTP_IF_NONE_MATCH=$php_etag \
+  hyperfine -N --warmup 5 --runs "${PHP_RUNS:-100}" --export-json "$work/php.json" php-cgi >/dev/null 2>&1
+
+ours304=$(mean "$work/304.json" 0); true_=$(mean "$work/304.json" 1)
+ours200=$(mean "$work/200.json" 0); bare=$(mean "$work/200.json" 1)
+php304=$(mean "$work/php.json" 0)
+
+# 1 GiB of base64 text (compressible like a page, not trivially).
+head -c 786432 /dev/urandom | base64 -w 100 > "$work/chunk"
+for _ in $(seq 1400); do cat "$work/chunk"; done | head -c 1073741824 > "$work/big.dat"
+printf "#!/bin/sh\nprintf 'Content-Type: text/plain\\\\n\\\\n'\nexec cat '%s'\n" "$work/big.dat" > "$work/big.cgi"
+chmod +x "$work/big.cgi"
+echo '{"compress": true}' > "$work/big.cgi.conditional.json"
+measure() { # prints "max_rss_kib seconds"
+  /usr/bin/time -f '%M %e' -o "$work/time.txt" "$@" > /dev/null
+  cat "$work/time.txt"
+}
+read -r rss_id secs_id < <(SCRIPT_FILENAME=$work/big.cgi measure "$bin")
+read -r rss_gz secs_gz < <(SCRIPT_FILENAME=$work/big.cgi HTTP_ACCEPT_ENCODING=gzip measure "$bin")
+read -r _ secs_gzip6 < <(measure gzip -6 -c "$work/big.dat")
+mbps() { python3 -c "import sys; print(f'{1024/float(sys.argv[1]):.0f}')" "$1"; }
+mib() { python3 -c "import sys; print(f'{int(sys.argv[1])/1024:.1f}')" "$1"; }
+
+cat <<MD
+## CGI mode (bench/cgi.sh)
+
+hyperfine -N, ${RUNS:-400} runs each, one run on this machine ($(nproc) cores), same environment.
+
+| measurement | ours | baseline | ratio | target |
+|---|---|---|---|---|
+| 304 (declared script, matching If-None-Match) vs \`/bin/true\` | $(ms "$ours304") ms | $(ms "$true_") ms | **$(ratio "$ours304" "$true_")×** wall time | ≤ 1.6× |
+| 200 (20 KB sh page) vs the same script run bare | $(ms "$ours200") ms | $(ms "$bare") ms | **$(ratio "$ours200" "$bare")×** wall time | ≤ 1.3× |
+| our 304 vs php-cgi running the original library's 304 | $(ms "$ours304") ms | $(ms "$php304") ms | **$(ratio "$php304" "$ours304")×** faster | ≥ 10× |
+
+1 GiB body through the wrapper (declared, \`compress: true\`):
+
+| coding | peak RSS | time | throughput | target |
+|---|---|---|---|---|
+| identity | $(mib "$rss_id") MiB | ${secs_id} s | $(mbps "$secs_id") MiB/s | RSS < 16 MiB |
+| gzip (ours) | $(mib "$rss_gz") MiB | ${secs_gz} s | $(mbps "$secs_gz") MiB/s | RSS < 16 MiB, ≥ gzip -6 |
+| \`gzip -6\` on the same bytes | | ${secs_gzip6} s | $(mbps "$secs_gzip6") MiB/s | |
+
+MD

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test. Installs what the tests drive (nginx, Apache, php-cgi, curl, python3) when
+# missing; the nginx and Apache tests fail rather than skip under CI=true when a server is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pair in nginx:nginx apache2:apache2 php-cgi:php-cgi curl:curl python3:python3 ps:procps; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian starts the packaged servers; the tests run their own on free ports.
+for svc in nginx apache2; do
+  if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
+done
+
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+log=$(mktemp)
+cargo test --all-targets 2>&1 | tee "$log"
+# One plain summary line over all test binaries.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
