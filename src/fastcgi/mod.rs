@@ -1,9 +1,36 @@
 //! FastCGI mode: a long-running responder (FastCGI 1.0) over the same engine as CGI mode.
+//!
+//! The record layer is ours ([`codec`]): the published crates buffer whole request bodies,
+//! cannot see FCGI_ABORT_REQUEST while a response is produced, lose param bytes, or panic on
+//! input from the socket (see docs/fastcgi.md). The pieces:
+//! - [`listener`]: `--listen unix:PATH`, `--listen HOST:PORT` or the socket inherited as fd 0,
+//!   and the accept loop (connection cap, back-off on EMFILE, graceful stop);
+//! - [`connection`]: one task per connection, reading records while the script runs, so an
+//!   abort or a closed connection kills the script at once;
+//! - [`request`]: the adapters that hand one request to the synchronous engine on a blocking
+//!   thread (params → `Request`, FCGI_STDIN → streamed body, sink → FCGI_STDOUT).
 
 pub mod codec;
+pub mod connection;
+pub mod listener;
+pub mod request;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{Semaphore, watch};
+
+use crate::engine::Engine;
+use crate::sidecar::parse_timeout_seconds;
+use crate::slots::Slots;
+
+pub use listener::Listener;
+
+/// PATH given to scripts when the daemon itself has none (nginx passes no PATH param).
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// `http-conditional fastcgi` options.
 #[derive(Debug, Clone)]
@@ -20,7 +47,138 @@ pub struct Options {
     pub timeout: Option<f64>,
 }
 
-/// Runs the responder until SIGTERM.
-pub fn run(options: Options) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("fastcgi mode is not built yet ({options:?})")
+/// Bounds on what one peer may hold; each has a clear outcome when exceeded.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once; more are accepted and closed at once (nginx answers 502)
+    /// rather than left in the backlog where nothing tells anyone why they hang.
+    pub max_connections: usize,
+    /// Bytes of FCGI_PARAMS per request (names, values and length prefixes); more gets 431.
+    /// nginx never sends more than one 64 KiB record, so 1 MiB is generous.
+    pub params_bytes: usize,
+    /// Time from a connection's first byte wait (or a BEGIN_REQUEST) until the params are all
+    /// in; guards against peers that open connections and trickle.
+    pub header_timeout: Duration,
+    /// Time an idle kept-alive connection stays open. Longer than nginx's upstream
+    /// `keepalive_timeout` (60 s) so nginx, not us, closes first and never races a new request.
+    pub idle_timeout: Duration,
+    /// Longest pause between FCGI_STDIN records while the body is still expected.
+    pub body_timeout: Duration,
+    /// Longest a write of response records may block on a peer that does not read.
+    pub write_timeout: Duration,
+    /// FCGI_STDIN records queued ahead of the script's stdin (each ≤ 64 KiB): the
+    /// back-pressure window that keeps memory flat whatever the upload size.
+    pub stdin_queue: usize,
 }
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            params_bytes: 1024 * 1024,
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            body_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+            stdin_queue: 8,
+        }
+    }
+}
+
+/// What every connection shares: the engine and how jobs are built.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// The engine, with `root` and `slots` set.
+    pub engine: Engine,
+    /// `--timeout`, for `Job.timeout`.
+    pub timeout: Option<Duration>,
+    /// Variables scripts get when the params lack them (PATH from the daemon's environment).
+    pub base_env: Vec<(String, String)>,
+    /// Connection and request limits.
+    pub limits: Limits,
+}
+
+impl Service {
+    /// The service for `options`: canonical root, slots, the daemon's PATH.
+    pub fn new(options: &Options, limits: Limits) -> anyhow::Result<Service> {
+        let root = std::fs::canonicalize(&options.root)
+            .with_context(|| format!("--root {}", options.root.display()))?;
+        anyhow::ensure!(root.is_dir(), "--root {} is not a folder", root.display());
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let max_children = options.max_children.unwrap_or(4 * cpus);
+        let queue_timeout = Duration::try_from_secs_f64(options.queue_timeout)
+            .context("--queue-timeout must be a non-negative number of seconds")?;
+        let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
+        Ok(Service {
+            engine: Engine {
+                root: Some(root),
+                slots: Some(Slots::new(max_children, queue_timeout)),
+            },
+            timeout: options.timeout.and_then(parse_timeout_seconds),
+            base_env: vec![("PATH".to_string(), path)],
+            limits,
+        })
+    }
+}
+
+/// Runs the responder until SIGTERM or SIGINT, then lets requests in flight finish.
+pub fn run(options: Options) -> anyhow::Result<ExitCode> {
+    let limits = Limits::default();
+    let service = Arc::new(Service::new(&options, limits.clone())?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // One blocking thread per request, and a connection carries one request at a time.
+        .max_blocking_threads(limits.max_connections + 16)
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let listener = match &options.listen {
+            Some(spec) => Listener::bind(spec)?,
+            None => Listener::inherited()?,
+        };
+        eprintln!(
+            "http-conditional: FastCGI responder on {} (root {})",
+            listener.describe(),
+            options.root.display()
+        );
+        let (stop, stopped) = watch::channel(false);
+        let signals = tokio::spawn(async move {
+            if let Err(e) = wait_for_stop_signal().await {
+                eprintln!("http-conditional: cannot watch signals: {e}");
+                std::future::pending::<()>().await;
+            }
+            let _ = stop.send(true);
+        });
+        serve(listener, service, stopped).await;
+        signals.abort();
+        eprintln!("http-conditional: stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Serves connections from `listener` until `stop` turns true; then stops accepting (a unix
+/// socket file is removed), closes idle connections, and returns once every request in
+/// flight has been answered.
+pub async fn serve(listener: Listener, service: Arc<Service>, stop: watch::Receiver<bool>) {
+    let max = service.limits.max_connections.max(1);
+    let permits = Arc::new(Semaphore::new(max));
+    listener::accept_loop(&listener, &service, &permits, stop).await;
+    drop(listener);
+    // Every connection task holds one permit until its last request is done.
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let _ = permits.acquire_many(all).await;
+}
+
+async fn wait_for_stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,299 @@
+//! Where connections come from: `--listen unix:PATH`, `--listen HOST:PORT`, or the listening
+//! socket inherited as fd 0 (FCGI_LISTENSOCK_FILENO: spawn-fcgi, mod_fcgid, systemd with
+//! `StandardInput=socket`), and the accept loop that never dies and never spins.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Semaphore, watch};
+
+use super::Service;
+use super::connection;
+
+/// Mode of a unix socket we create: the web server's group may connect, nobody else.
+const SOCKET_MODE: u32 = 0o660;
+/// FCGI_LISTENSOCK_FILENO (FastCGI 1.0 §2.2).
+const LISTENSOCK_FILENO: RawFd = 0;
+/// First pause after an accept error that will repeat (EMFILE, ENFILE, ENOBUFS, ENOMEM).
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause: short enough to pick up again quickly once descriptors free up.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A repeated complaint is logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// A listening socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// Unix; `path` is removed when the listener is dropped (when we created it).
+    Unix {
+        /// The socket.
+        listener: UnixListener,
+        /// The socket file we created.
+        path: Option<PathBuf>,
+    },
+}
+
+impl Listener {
+    /// Binds `unix:PATH` (mode 0660, a stale socket replaced) or `HOST:PORT`.
+    pub fn bind(spec: &str) -> anyhow::Result<Listener> {
+        if let Some(path) = spec.strip_prefix("unix:") {
+            return bind_unix(Path::new(path));
+        }
+        let std = std::net::TcpListener::bind(spec).with_context(|| format!("--listen {spec}"))?;
+        std.set_nonblocking(true)?;
+        Ok(Listener::Tcp(TcpListener::from_std(std)?))
+    }
+
+    /// The listening socket inherited as fd 0, unix or TCP (told apart by getsockname).
+    pub fn inherited() -> anyhow::Result<Listener> {
+        let family = socket_family(LISTENSOCK_FILENO).context(
+            "no --listen given and fd 0 is not a socket \
+             (start with --listen unix:PATH or HOST:PORT, or under socket activation)",
+        )?;
+        if !is_listening(LISTENSOCK_FILENO) {
+            bail!("no --listen given and fd 0 is a socket that is not listening");
+        }
+        // SAFETY: fd 0 is an open listening socket (checked above) that nothing else in this
+        // process uses: scripts get their own stdin, never ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(LISTENSOCK_FILENO) };
+        match family {
+            libc::AF_UNIX => {
+                let std = std::os::unix::net::UnixListener::from(fd);
+                std.set_nonblocking(true)?;
+                Ok(Listener::Unix {
+                    listener: UnixListener::from_std(std)?,
+                    path: None,
+                })
+            }
+            libc::AF_INET | libc::AF_INET6 => {
+                let std = std::net::TcpListener::from(fd);
+                std.set_nonblocking(true)?;
+                Ok(Listener::Tcp(TcpListener::from_std(std)?))
+            }
+            other => bail!("fd 0 is a socket of unsupported family {other}"),
+        }
+    }
+
+    /// `unix:PATH` or the address, for the start-up line.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|_| "tcp".into(), |a| a.to_string()),
+            Listener::Unix { listener, .. } => match listener.local_addr() {
+                Ok(addr) => match addr.as_pathname() {
+                    Some(p) => format!("unix:{}", p.display()),
+                    None => "unix socket".into(),
+                },
+                Err(_) => "unix socket".into(),
+            },
+        }
+    }
+
+    async fn accept(&self) -> io::Result<Conn> {
+        match self {
+            Listener::Tcp(l) => {
+                let (stream, _) = l.accept().await?;
+                // Records are written whole; don't let Nagle hold the last one back.
+                let _ = stream.set_nodelay(true);
+                Ok(Conn::Tcp(stream))
+            }
+            Listener::Unix { listener, .. } => Ok(Conn::Unix(listener.accept().await?.0)),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix {
+            listener,
+            path: Some(path),
+        } = self
+        {
+            // Only remove the file if it is still our socket (a new instance may own it).
+            let ours = std::fs::metadata(&*path)
+                .ok()
+                .zip(fd_inode(listener.as_raw_fd()))
+                .is_some_and(|(meta, ino)| std::os::unix::fs::MetadataExt::ino(&meta) == ino);
+            if ours {
+                let _ = std::fs::remove_file(&*path);
+            }
+        }
+    }
+}
+
+/// An accepted connection.
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// Binds a unix socket under a temporary name, sets its mode, then renames it into place:
+/// a client never sees it with the wrong mode, and a stale socket is replaced atomically.
+fn bind_unix(path: &Path) -> anyhow::Result<Listener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!("{} is in use by a running server", path.display());
+            }
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket; not replacing it",
+            path.display()
+        ),
+        Err(_) => {}
+    }
+    let name = path
+        .file_name()
+        .with_context(|| format!("--listen unix:{}: no file name", path.display()))?;
+    let mut temp_name = name.to_os_string();
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    let temp = path.with_file_name(temp_name);
+    let _ = std::fs::remove_file(&temp);
+    let std = std::os::unix::net::UnixListener::bind(&temp)
+        .with_context(|| format!("binding {}", temp.display()))?;
+    let placed = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e).with_context(|| format!("placing the socket at {}", path.display()));
+    }
+    std.set_nonblocking(true)?;
+    Ok(Listener::Unix {
+        listener: UnixListener::from_std(std)?,
+        path: Some(path.to_path_buf()),
+    })
+}
+
+fn socket_family(fd: RawFd) -> io::Result<libc::c_int> {
+    // SAFETY: sockaddr_storage is plain data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_storage>())
+        .unwrap_or(libc::socklen_t::MAX);
+    // SAFETY: `addr` and `len` are valid for writes and sized as getsockname expects.
+    let rc = unsafe { libc::getsockname(fd, (&raw mut addr).cast(), &mut len) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(libc::c_int::from(addr.ss_family))
+}
+
+fn is_listening(fd: RawFd) -> bool {
+    let mut value: libc::c_int = 0;
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4);
+    // SAFETY: `value` and `len` are valid for writes and sized for an int option.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&raw mut value).cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && value != 0
+}
+
+fn fd_inode(fd: RawFd) -> Option<u64> {
+    // SAFETY: `stat` is plain data, valid when zeroed; fstat writes into it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and a valid out-pointer.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_ino)
+}
+
+/// Accepts until `stop` turns true. Errors never end the loop: per-connection ones are
+/// skipped, resource ones (EMFILE and kin, which repeat while the connection waits in the
+/// backlog) pause with a growing back-off so the process neither dies nor spins.
+pub(crate) async fn accept_loop(
+    listener: &Listener,
+    service: &Arc<Service>,
+    permits: &Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::ZERO;
+    let mut full_log = RateLimitedLog::default();
+    let mut error_log = RateLimitedLog::default();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let accepted = tokio::select! {
+            _ = stop.changed() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let conn = match accepted {
+            Ok(conn) => {
+                backoff = Duration::ZERO;
+                conn
+            }
+            Err(e) if is_per_connection(&e) => continue,
+            Err(e) => {
+                backoff = (backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+                error_log.log(format_args!("accept failed: {e}; pausing {backoff:?}"));
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(permits).try_acquire_owned() else {
+            full_log.log(format_args!(
+                "{} connections open, the limit: closing a new one",
+                service.limits.max_connections
+            ));
+            drop(conn);
+            continue;
+        };
+        let service = Arc::clone(service);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            match conn {
+                Conn::Tcp(s) => connection::serve_connection(s, service, stop).await,
+                Conn::Unix(s) => connection::serve_connection(s, service, stop).await,
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Errors about one connection that went away before we took it; the next accept is fine.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || e.raw_os_error() == Some(libc::EPROTO)
+}
+
+/// Logs a complaint at most once per [`LOG_EVERY`], counting the ones left out.
+#[derive(Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn log(&mut self, message: std::fmt::Arguments<'_>) {
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        match std::mem::take(&mut self.suppressed) {
+            0 => eprintln!("http-conditional: {message}"),
+            n => eprintln!("http-conditional: {message} ({n} more since the last report)"),
+        }
+        self.last = Some(now);
+    }
+}

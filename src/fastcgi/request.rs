@@ -1,0 +1,328 @@
+//! One FastCGI request handed to the synchronous engine on a blocking thread, through
+//! adapters: FCGI_PARAMS become the `Request`, FCGI_STDIN a streamed body, the engine's sink
+//! FCGI_STDOUT records, and the script's stderr FCGI_STDERR records.
+//!
+//! Both directions go through bounded channels, so neither a large upload nor a large
+//! response is ever held whole: the connection stops reading when the script stops reading
+//! its stdin, and the engine blocks when the web server stops reading the response.
+
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::Service;
+use super::codec::{Outgoing, Pair, REQUEST_COMPLETE};
+use crate::engine::{self, Job, Outcome, RequestBody};
+use crate::failure::Failure;
+use crate::request::Request;
+use crate::response::{ResponseHead, ResponseSink, cgi_head_bytes};
+use crate::runner::{AbortHandle, ErrorOutput, Input};
+
+/// What the connection's writer sends.
+#[derive(Debug)]
+pub enum Frame {
+    /// One record.
+    Record(Outgoing),
+    /// The end of a request: the rest of its output, the empty STDOUT (and STDERR) that end
+    /// the streams, then END_REQUEST; together, so a short response leaves in one write.
+    End {
+        /// The request id.
+        id: u16,
+        /// Output not sent yet (may be empty).
+        tail: Bytes,
+        /// Whether FCGI_STDERR was used and so must be ended too.
+        stderr_used: bool,
+        /// END_REQUEST's appStatus: 0, or 1 when the response could not be completed.
+        app_status: u32,
+        /// END_REQUEST's protocolStatus.
+        protocol_status: u8,
+    },
+}
+
+impl Frame {
+    /// The records this frame is written as; never an empty STDOUT before the end.
+    pub fn into_records(self) -> Vec<Outgoing> {
+        match self {
+            Frame::Record(record) => vec![record],
+            Frame::End {
+                id,
+                tail,
+                stderr_used,
+                app_status,
+                protocol_status,
+            } => {
+                let mut records = Vec::with_capacity(4);
+                if !tail.is_empty() {
+                    records.push(Outgoing::Stdout { id, content: tail });
+                }
+                records.push(Outgoing::Stdout {
+                    id,
+                    content: Bytes::new(),
+                });
+                if stderr_used {
+                    records.push(Outgoing::Stderr {
+                        id,
+                        content: Bytes::new(),
+                    });
+                }
+                records.push(Outgoing::EndRequest {
+                    id,
+                    app_status,
+                    protocol_status,
+                });
+                records
+            }
+        }
+    }
+}
+
+/// A request the engine is working on.
+pub struct Started {
+    /// FCGI_STDIN content for the script; drop it to end the body.
+    pub stdin: mpsc::Sender<Bytes>,
+    /// Kills the script's process group (FCGI_ABORT_REQUEST, connection closed).
+    pub abort: AbortHandle,
+    /// The blocking task; it has queued END_REQUEST when it ends.
+    pub task: JoinHandle<()>,
+}
+
+/// The script a request names: SCRIPT_FILENAME, else DOCUMENT_ROOT + SCRIPT_NAME.
+pub fn script_path(request: &Request) -> Option<PathBuf> {
+    let var = |name| request.var(name).filter(|v| !v.is_empty());
+    if let Some(file) = var("SCRIPT_FILENAME") {
+        return Some(PathBuf::from(OsStr::from_bytes(file)));
+    }
+    let (root, name) = (var("DOCUMENT_ROOT")?, var("SCRIPT_NAME")?);
+    // Concatenated, not joined: SCRIPT_NAME is absolute and `Path::join` would drop the root.
+    let mut path = root.to_vec();
+    if !root.ends_with(b"/") && !name.starts_with(b"/") {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    Some(PathBuf::from(OsStr::from_bytes(&path)))
+}
+
+/// Starts the engine on request `id` on a blocking thread; its output goes to `out`.
+pub fn start(
+    service: &Arc<Service>,
+    id: u16,
+    params: Vec<Pair>,
+    out: mpsc::Sender<Frame>,
+) -> Started {
+    let (stdin, stdin_rx) = mpsc::channel(service.limits.stdin_queue.max(1));
+    let abort = AbortHandle::new();
+    let service = Arc::clone(service);
+    let job_abort = abort.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        run_job(
+            &service,
+            id,
+            Request::new(params),
+            stdin_rx,
+            &job_abort,
+            out,
+        );
+    });
+    Started { stdin, abort, task }
+}
+
+fn run_job(
+    service: &Service,
+    id: u16,
+    request: Request,
+    stdin: mpsc::Receiver<Bytes>,
+    abort: &AbortHandle,
+    out: mpsc::Sender<Frame>,
+) {
+    let mut body = StdinBody {
+        reader: Some(BodyReader {
+            rx: stdin,
+            current: Bytes::new(),
+            abort: abort.clone(),
+        }),
+    };
+    let stderr_used = Arc::new(AtomicBool::new(false));
+    let errors = stderr_records(id, out.clone(), Arc::clone(&stderr_used));
+    let mut sink = RecordSink {
+        id,
+        out,
+        pending: BytesMut::new(),
+        abort: abort.clone(),
+    };
+    let outcome = match script_path(&request) {
+        Some(script) => {
+            let job = Job {
+                request: &request,
+                script,
+                interpreter: None,
+                timeout: service.timeout,
+                base_env: service.base_env.clone(),
+            };
+            service
+                .engine
+                .handle(&job, &mut body, &errors, abort, &mut sink)
+        }
+        None => {
+            let failure = Failure::NoScript;
+            eprintln!("http-conditional: {failure}");
+            let _ = body.discard();
+            let text = format!("{failure}\n");
+            let sent = engine::send_text(&mut sink, failure.status(), &text);
+            Outcome {
+                status: failure.status(),
+                summary: failure.to_string(),
+                body_bytes: text.len() as u64,
+                complete: sent.is_ok(),
+            }
+        }
+    };
+    // The body is over whatever the engine did with it: stop queueing stdin for it.
+    drop(body);
+    drop(errors);
+    let stderr_used = stderr_used.load(Ordering::SeqCst);
+    sink.end(outcome.complete, stderr_used);
+}
+
+/// A short CGI-format response (head and text body), for answers given without the engine.
+pub fn text_response(status: u16, reason: &str, text: &str) -> Bytes {
+    let mut head = ResponseHead::new(status);
+    head.reason = reason.to_string();
+    head.push("Content-Type", "text/plain; charset=utf-8");
+    head.push("Content-Length", text.len().to_string());
+    head.push("Cache-Control", "no-store");
+    let mut bytes = cgi_head_bytes(&head);
+    bytes.extend_from_slice(text.as_bytes());
+    Bytes::from(bytes)
+}
+
+/// FCGI_STDERR records, one per chunk the runner reads from the script's stderr.
+fn stderr_records(id: u16, out: mpsc::Sender<Frame>, used: Arc<AtomicBool>) -> ErrorOutput {
+    ErrorOutput::Capture(Arc::new(move |chunk: &[u8]| {
+        // An empty record would end the stream early (FastCGI 1.0 §3.3).
+        if chunk.is_empty() {
+            return;
+        }
+        used.store(true, Ordering::SeqCst);
+        let content = Bytes::copy_from_slice(chunk);
+        let _ = out.blocking_send(Frame::Record(Outgoing::Stderr { id, content }));
+    }))
+}
+
+/// The engine's sink: CGI-format bytes (as CGI mode writes them) sent as FCGI_STDOUT.
+struct RecordSink {
+    id: u16,
+    out: mpsc::Sender<Frame>,
+    /// The head, held back so it leaves in one record with the first body bytes (or with
+    /// END_REQUEST, for a 304).
+    pending: BytesMut,
+    abort: AbortHandle,
+}
+
+impl RecordSink {
+    fn check(&self) -> io::Result<()> {
+        match self.abort.is_aborted() {
+            true => Err(io::ErrorKind::ConnectionAborted.into()),
+            false => Ok(()),
+        }
+    }
+
+    /// Queues the rest of the output and END_REQUEST. Nothing more after an abort: the
+    /// web server has given up on this response.
+    fn end(mut self, complete: bool, stderr_used: bool) {
+        let aborted = self.abort.is_aborted();
+        let tail = match aborted {
+            true => Bytes::new(),
+            false => self.pending.split().freeze(),
+        };
+        let _ = self.out.blocking_send(Frame::End {
+            id: self.id,
+            tail,
+            stderr_used,
+            app_status: u32::from(!complete || aborted),
+            protocol_status: REQUEST_COMPLETE,
+        });
+    }
+}
+
+impl ResponseSink for RecordSink {
+    fn send_head(&mut self, head: &ResponseHead) -> io::Result<()> {
+        self.check()?;
+        self.pending.extend_from_slice(&cgi_head_bytes(head));
+        Ok(())
+    }
+
+    fn send_body(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.check()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.pending.extend_from_slice(chunk);
+        let content = self.pending.split().freeze();
+        let record = Frame::Record(Outgoing::Stdout {
+            id: self.id,
+            content,
+        });
+        self.out
+            .blocking_send(record)
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.check()
+    }
+}
+
+/// FCGI_STDIN as `Read`, fed by the connection through a bounded channel.
+struct BodyReader {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+    abort: AbortHandle,
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                // The sender is dropped at the empty STDIN record, or when the connection
+                // gives up on the request; only the first is a real end of the body.
+                None if self.abort.is_aborted() => {
+                    return Err(io::ErrorKind::ConnectionAborted.into());
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}
+
+/// The request body for the engine: streamed to the script, or read and dropped.
+struct StdinBody {
+    reader: Option<BodyReader>,
+}
+
+impl RequestBody for StdinBody {
+    fn discard(&mut self) -> io::Result<()> {
+        match self.reader.as_mut() {
+            Some(reader) => io::copy(reader, &mut io::sink()).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    fn take_input(&mut self) -> Input {
+        match self.reader.take() {
+            Some(reader) => Input::Stream(Box::new(reader)),
+            None => Input::Null,
+        }
+    }
+}
