@@ -1,7 +1,63 @@
-//! `serve`: a small HTTP/1.1 server running scripts under a root through the engine.
+//! `serve`: a small HTTP/1.1 server (hyper) that runs the scripts under a root through the
+//! engine, with URL paths mapped to scripts as nginx in front of the FastCGI mode would map
+//! them. Meant for trying sidecars and developing scripts without a web server.
+//!
+//! Each request runs the blocking engine on tokio's blocking pool; its body comes in and its
+//! response goes out through bounded channels ([`bridge`]), so memory stays flat. A client that
+//! leaves mid-response kills the script's process group.
 
+mod bridge;
+pub mod route;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::engine::{Engine, Job, Outcome};
+use crate::request::Request;
+use crate::response::ResponseHead;
+use crate::runner::{AbortHandle, ErrorOutput};
+use crate::sidecar::parse_timeout_seconds;
+use crate::slots::Slots;
+use bridge::{AbortOnDrop, ResponseBody, StderrLines, StreamedBody};
+
+/// Requests in flight get this long to finish after Ctrl-C or SIGTERM; then their scripts are
+/// killed (they run in their own process groups and would otherwise outlive the server).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A client must send its request head within this time (slow-loris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause after a failed accept (out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Scripts get this PATH when the server's own environment has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// How long a request waits for a free script slot before 503 (as the FastCGI mode).
+const SLOT_WAIT: Duration = Duration::from_secs(10);
+/// Response headers that belong to one connection, which hyper manages (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 7] = [
+    "Connection",
+    "Keep-Alive",
+    "Proxy-Connection",
+    "Transfer-Encoding",
+    "TE",
+    "Trailer",
+    "Upgrade",
+];
 
 /// `http-conditional serve` options.
 #[derive(Debug, Clone)]
@@ -14,7 +70,328 @@ pub struct Options {
     pub timeout: Option<f64>,
 }
 
-/// Serves until Ctrl-C.
+/// What every request shares.
+struct State {
+    engine: Engine,
+    /// The canonical root.
+    root: PathBuf,
+    timeout: Option<Duration>,
+    base_env: Vec<(String, String)>,
+    /// Scripts that may be running, killed if still running when the server stops.
+    running: Mutex<HashMap<u64, AbortHandle>>,
+    next_id: AtomicU64,
+}
+
+impl State {
+    fn register(&self, abort: AbortHandle) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock_running().insert(id, abort);
+        id
+    }
+
+    fn unregister(&self, id: u64) {
+        self.lock_running().remove(&id);
+    }
+
+    fn in_flight(&self) -> usize {
+        self.lock_running().len()
+    }
+
+    fn abort_all(&self) {
+        for (_, abort) in self.lock_running().drain() {
+            abort.abort();
+        }
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<u64, AbortHandle>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Serves until Ctrl-C or SIGTERM.
 pub fn run(options: Options) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("serve is not built yet ({options:?})")
+    let root = std::fs::canonicalize(&options.root)
+        .with_context(|| format!("--root {}", options.root.display()))?;
+    anyhow::ensure!(root.is_dir(), "--root {} is not a folder", root.display());
+    let timeout = options
+        .timeout
+        .map(|t| {
+            parse_timeout_seconds(t)
+                .ok_or_else(|| anyhow::anyhow!("--timeout must be a positive number of seconds"))
+        })
+        .transpose()?;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
+    let state = Arc::new(State {
+        engine: Engine {
+            root: Some(root.clone()),
+            slots: Some(Slots::new(4 * cpus, SLOT_WAIT)),
+        },
+        root,
+        timeout,
+        base_env: vec![("PATH".to_string(), path)],
+        running: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(0),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(serve(Arc::clone(&state), &options.listen));
+    state.abort_all();
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+async fn serve(state: Arc<State>, listen: &str) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    eprintln!(
+        "http-conditional: serving {} on http://{local}/ (Ctrl-C stops)",
+        state.root.display()
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    tokio::spawn(connection(stream, remote, Arc::clone(&state), stop_rx.clone()));
+                }
+                Err(e) => {
+                    eprintln!("http-conditional: accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    drop(listener);
+    drop(stop_rx);
+    let _ = stop_tx.send(true);
+    let in_flight = state.in_flight();
+    if in_flight > 0 {
+        eprintln!(
+            "http-conditional: stopping; {in_flight} request(s) get {} s to finish",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+    tokio::select! {
+        () = stop_tx.closed() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    state.abort_all();
+    eprintln!("http-conditional: stopped");
+    Ok(())
+}
+
+/// Serves one keep-alive connection until it closes or the server stops.
+async fn connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    state: Arc<State>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| respond(Arc::clone(&state), request, local, remote));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        // A client that leaves or stalls is routine; only say something about the rest.
+        if !(e.is_incomplete_message() || e.is_canceled() || e.is_timeout() || e.is_closed()) {
+            eprintln!("http-conditional: connection from {remote}: {e}");
+        }
+    }
+}
+
+/// Answers one request: route it, run the engine on the blocking pool, stream its response.
+async fn respond(
+    state: Arc<State>,
+    request: hyper::Request<Incoming>,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> Result<hyper::Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let (parts, incoming) = request.into_parts();
+    let line = LogLine {
+        method: parts.method.clone(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_string(), |pq| pq.to_string()),
+        started,
+    };
+    let located = match route::locate(&state.root, parts.uri.path().as_bytes()) {
+        Ok(located) => located,
+        Err(refusal) => {
+            let text = format!("{} {}\n", refusal.status, refusal.reason);
+            line.write(
+                refusal.status,
+                &format!("refused: {}", refusal.reason),
+                text.len() as u64,
+                true,
+            );
+            return Ok(text_response(refusal.status, text));
+        }
+    };
+    let vars = route::cgi_vars(
+        &state.root,
+        &located,
+        &route::Incoming {
+            method: &parts.method,
+            uri: &parts.uri,
+            version: parts.version,
+            headers: &parts.headers,
+            local,
+            remote,
+        },
+    );
+    let mut body = StreamedBody::start(incoming);
+    let (mut sink, pending) = bridge::response_channel(tokio::runtime::Handle::current());
+    let abort = AbortHandle::new();
+    let guard = AbortOnDrop::new(abort.clone());
+    let id = state.register(abort.clone());
+    let worker_state = Arc::clone(&state);
+    let worker = tokio::task::spawn_blocking(move || {
+        let state = worker_state;
+        let request = Request::new(vars);
+        let lines = StderrLines::new(&String::from_utf8_lossy(&located.script_name));
+        let errors = ErrorOutput::Capture(Arc::new(move |chunk: &[u8]| lines.write(chunk)));
+        let job = Job {
+            request: &request,
+            script: located.script,
+            interpreter: None,
+            timeout: state.timeout,
+            base_env: state.base_env.clone(),
+        };
+        let outcome = state
+            .engine
+            .handle(&job, &mut body, &errors, &abort, &mut sink);
+        if !outcome.complete {
+            sink.fail();
+        }
+        state.unregister(id);
+        outcome
+    });
+    let Ok(head) = pending.head.await else {
+        // The engine ended without a head: it panicked. Nothing is running any more.
+        guard.disarm();
+        let summary = match worker.await {
+            Ok(outcome) => outcome.summary,
+            Err(e) => format!("internal error: {e}"),
+        };
+        state.unregister(id);
+        let text = "500 internal error\n";
+        line.write(500, &summary, text.len() as u64, true);
+        return Ok(text_response(500, text.to_string()));
+    };
+    let abort = guard.disarm();
+    // Without a body to send, hyper drops it unpolled: then its drop must not kill the script
+    // (a HEAD still drains the script's output).
+    let bodiless = parts.method == Method::HEAD || matches!(head.status, 100..=199 | 204 | 304);
+    let body = ResponseBody::streamed(
+        pending.body,
+        if bodiless { AbortHandle::new() } else { abort },
+    );
+    tokio::spawn(async move {
+        let outcome = worker.await.unwrap_or_else(|e| Outcome {
+            status: 500,
+            summary: format!("500 internal error: {e}"),
+            body_bytes: 0,
+            complete: false,
+        });
+        let decision = decision_text(&outcome);
+        line.write(
+            outcome.status,
+            decision,
+            outcome.body_bytes,
+            outcome.complete,
+        );
+    });
+    Ok(hyper_response(&head, body))
+}
+
+/// The decision part of an outcome's summary: `304 If-None-Match matched` → `If-None-Match matched`.
+fn decision_text(outcome: &Outcome) -> &str {
+    let status = outcome.status.to_string();
+    outcome
+        .summary
+        .strip_prefix(status.as_str())
+        .map_or(outcome.summary.as_str(), str::trim_start)
+}
+
+/// One request's access-log line: method, target, status, decision, body bytes, milliseconds.
+struct LogLine {
+    method: Method,
+    target: String,
+    started: Instant,
+}
+
+impl LogLine {
+    fn write(&self, status: u16, decision: &str, bytes: u64, complete: bool) {
+        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let cut = if complete { "" } else { " (cut short)" };
+        eprintln!(
+            "{} {} {status} [{decision}] {bytes} B {ms:.1} ms{cut}",
+            self.method, self.target
+        );
+    }
+}
+
+/// A short plain-text response that never reached the engine.
+fn text_response(status: u16, text: String) -> hyper::Response<ResponseBody> {
+    let mut head = ResponseHead::new(status);
+    head.push("Content-Type", "text/plain; charset=utf-8");
+    head.push("Content-Length", text.len().to_string());
+    head.push("Cache-Control", "no-store");
+    hyper_response(&head, ResponseBody::fixed(text))
+}
+
+/// The engine's response head as hyper's, less hop-by-hop headers hyper manages itself.
+fn hyper_response(head: &ResponseHead, body: ResponseBody) -> hyper::Response<ResponseBody> {
+    let mut response = hyper::Response::new(body);
+    let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    *response.status_mut() = status;
+    if !head.reason.is_empty() && status.canonical_reason() != Some(head.reason.as_str()) {
+        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.reason.as_bytes()) {
+            response.extensions_mut().insert(reason);
+        }
+    }
+    let headers = response.headers_mut();
+    for (name, value) in &head.headers {
+        if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            continue;
+        }
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            _ => eprintln!("http-conditional: dropped an invalid response header {name:?}"),
+        }
+    }
+    response
 }

@@ -1,0 +1,539 @@
+//! `explain`: prints a script's validators (and where each came from), the request's
+//! conditions (as parsed, or why ignored) and the decision with the RFC 9110 §13.2.2 step
+//! that made it, without running the script's body.
+//!
+//! Nothing here decides anything: the validators come from the engine's `represent` (which
+//! runs the probe and `validators::derive`), the conditions from `Conditions::from_request`
+//! and the decision from `preconditions::evaluate`, exactly as a request would see them.
+
+mod render;
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::encoding::{self, Coding};
+use crate::engine::{self, Job};
+use crate::etag::EtagList;
+use crate::preconditions::{self, Decision};
+use crate::request::{Conditions, Header, Method, Request};
+use crate::response::ResponseHead;
+use crate::runner::{AbortHandle, ErrorOutput};
+use crate::script::Script;
+use crate::sidecar::{self, sidecar_path};
+use crate::timestamp::{format_http_date, unix_seconds};
+use crate::validators::{Candidate, Source};
+
+/// Scripts get this PATH (for the probe) when explain's own environment has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// Variables a web server would set for the wrapper, passed on when explain has them.
+const PASSED_FROM_ENV: [&str; 2] = ["CONDITIONAL_INTERPRETER", "CONDITIONAL_TIMEOUT"];
+
+/// `http-conditional explain` options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The script.
+    pub script: PathBuf,
+    /// Request headers, `Name: value`.
+    pub headers: Vec<String>,
+    /// Request method.
+    pub method: String,
+    /// Query string.
+    pub query: String,
+    /// JSON output.
+    pub json: bool,
+}
+
+/// A point in time, as an HTTP-date and as unix seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stamp {
+    /// IMF-fixdate.
+    pub http_date: String,
+    /// Unix seconds.
+    pub unix: u64,
+}
+
+impl Stamp {
+    fn new(time: SystemTime) -> Stamp {
+        Stamp {
+            http_date: format_http_date(time),
+            unix: unix_seconds(time),
+        }
+    }
+}
+
+/// The request explained.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestReport {
+    /// REQUEST_METHOD.
+    pub method: String,
+    /// QUERY_STRING.
+    pub query: String,
+    /// The headers given, repeats joined.
+    pub headers: Vec<(String, String)>,
+}
+
+/// One candidate for Last-Modified.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceReport {
+    /// `sidecar`, `dependency`, `probe` or `script_file`.
+    pub source: &'static str,
+    /// The dependency's path or the script's path.
+    pub path: Option<String>,
+    /// The time found; `None` when missing.
+    pub time: Option<Stamp>,
+    /// This candidate is the newest (before clamping).
+    pub newest: bool,
+}
+
+/// One precondition header.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConditionReport {
+    /// The header's name.
+    pub header: &'static str,
+    /// The value as sent, `None` when absent.
+    pub raw: Option<String>,
+    /// `absent`, `parsed`, `ignored` or `not_evaluated`.
+    pub state: &'static str,
+    /// The parsed value.
+    pub value: Option<String>,
+    /// Why it was ignored or is not evaluated.
+    pub note: Option<String>,
+}
+
+/// What the wrapper answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionReport {
+    /// `not_modified`, `precondition_failed`, `proceed` or `pass_through`.
+    pub decision: &'static str,
+    /// 304 or 412 when answered without the script; `None` when the script's output decides.
+    pub status: Option<u16>,
+    /// Whether the script's body runs.
+    pub runs_script: bool,
+    /// The step of RFC 9110 §13.2.2 (the `Rule`), for a declared script.
+    pub rule: Option<String>,
+    /// The rule's name (`IfNoneMatchMatched`, ...), stable for scripts.
+    pub rule_id: Option<String>,
+    /// One line for people.
+    pub summary: String,
+}
+
+/// Everything explain prints; `--json` prints it as one object.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The script's path as given (the ETag covers it).
+    pub script: String,
+    /// Its real path.
+    pub real_path: String,
+    /// A sidecar declares it.
+    pub declared: bool,
+    /// The sidecar's path when declared.
+    pub sidecar: Option<String>,
+    /// The request explained.
+    pub request: RequestReport,
+    /// The time the explanation was made.
+    pub now: Stamp,
+    /// Last-Modified candidates, in the order consulted.
+    pub last_modified_sources: Vec<SourceReport>,
+    /// The newest candidate was later than now and was clamped to now.
+    pub clamped_to_now: bool,
+    /// Last-Modified.
+    pub last_modified: Option<Stamp>,
+    /// The identity representation's ETag.
+    pub etag: Option<String>,
+    /// ETags of the encoded variants, when the sidecar has `compress`.
+    pub etag_variants: Vec<(String, String)>,
+    /// The visitor's session is folded into the ETag.
+    pub session_covered: bool,
+    /// The coding this request's Accept-Encoding gets.
+    pub coding: &'static str,
+    /// The headers the wrapper sets on this script's 200 and 304, for this request.
+    pub headers: Vec<(String, String)>,
+    /// The four precondition headers.
+    pub conditions: Vec<ConditionReport>,
+    /// The decision.
+    pub decision: DecisionReport,
+}
+
+/// Prints the explanation; a script that cannot be served (missing, bad sidecar, failed
+/// probe) prints the error and exits 1.
+pub fn run(options: Options) -> anyhow::Result<ExitCode> {
+    match explain(&options) {
+        Ok(report) => {
+            if options.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", render::text(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if options.json {
+                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Gathers the explanation.
+pub fn explain(options: &Options) -> anyhow::Result<Report> {
+    let headers = parse_headers(&options.headers)?;
+    let method_name = options.method.trim().to_ascii_uppercase();
+    anyhow::ensure!(
+        !method_name.is_empty() && method_name.bytes().all(is_token_byte),
+        "--method {:?} is not an HTTP method",
+        options.method
+    );
+    let named = std::path::absolute(&options.script)?;
+    let script = Script::resolve(&named, None)?;
+    let request = build_request(&script, &method_name, &options.query, &headers);
+    let sidecar = sidecar::load(&script.path)?;
+    let now = SystemTime::now();
+    let method = request.method();
+    let conditions = Conditions::from_request(&request, now);
+    let mut report = Report {
+        script: display(&script.path),
+        real_path: display(&script.real_path),
+        declared: sidecar.is_some(),
+        sidecar: sidecar
+            .as_ref()
+            .map(|_| display(&sidecar_path(&script.path))),
+        request: RequestReport {
+            method: method_name,
+            query: options.query.clone(),
+            headers,
+        },
+        now: Stamp::new(now),
+        last_modified_sources: Vec::new(),
+        clamped_to_now: false,
+        last_modified: None,
+        etag: None,
+        etag_variants: Vec::new(),
+        session_covered: false,
+        coding: "identity",
+        headers: Vec::new(),
+        conditions: Vec::new(),
+        decision: pass_through_decision(),
+    };
+    let Some(sidecar) = sidecar else {
+        report.conditions = condition_reports(&conditions, &request, &method, None);
+        return Ok(report);
+    };
+    let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
+    let job = Job {
+        request: &request,
+        script: script.path.clone(),
+        interpreter: None,
+        timeout: None,
+        base_env: vec![("PATH".to_string(), path)],
+    };
+    let plan = engine::plan(&job, script.clone(), Some(&sidecar))?;
+    let representation = engine::represent(
+        &plan,
+        &sidecar,
+        &request,
+        &ErrorOutput::Inherit,
+        &AbortHandle::new(),
+        now,
+    )?;
+    let derivation = &representation.derivation;
+    let validators = &derivation.validators;
+    let newest = derivation.candidates.iter().filter_map(|c| c.time).max();
+    report.last_modified_sources = derivation
+        .candidates
+        .iter()
+        .map(|c| source_report(c, &script.path, newest))
+        .collect();
+    report.clamped_to_now = derivation.clamped;
+    report.last_modified = validators.last_modified.map(Stamp::new);
+    report.etag = validators.etag.as_ref().map(ToString::to_string);
+    if sidecar.compress {
+        if let Some(etag) = &validators.etag {
+            for coding in [Coding::Gzip, Coding::Deflate] {
+                if let Some(token) = coding.token() {
+                    report
+                        .etag_variants
+                        .push((token.to_string(), etag.variant(token).to_string()));
+                }
+            }
+        }
+    }
+    report.session_covered = derivation.session_covered;
+    // As the engine chooses it: only with `compress`, from Accept-Encoding.
+    let coding = if sidecar.compress {
+        encoding::negotiate(request.header("HTTP_ACCEPT_ENCODING"))
+    } else {
+        Coding::Identity
+    };
+    report.coding = coding.token().unwrap_or("identity");
+    let mut head = ResponseHead::new(200);
+    representation.apply(&mut head, coding, now);
+    report.headers = head
+        .headers
+        .iter()
+        .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    report.conditions = condition_reports(&conditions, &request, &method, Some(validators));
+    let verdict = preconditions::evaluate(&conditions, validators, &method);
+    let (decision, summary) = match verdict.decision {
+        Decision::NotModified => (
+            "not_modified",
+            "304 Not Modified, without running the script",
+        ),
+        Decision::PreconditionFailed => (
+            "precondition_failed",
+            "412 Precondition Failed, without running the script",
+        ),
+        Decision::Proceed => ("proceed", "the script runs and its response is sent"),
+    };
+    report.decision = DecisionReport {
+        decision,
+        status: verdict.decision.status(),
+        runs_script: verdict.decision == Decision::Proceed,
+        rule: Some(verdict.rule.to_string()),
+        rule_id: Some(format!("{:?}", verdict.rule)),
+        summary: summary.to_string(),
+    };
+    Ok(report)
+}
+
+fn pass_through_decision() -> DecisionReport {
+    DecisionReport {
+        decision: "pass_through",
+        status: None,
+        runs_script: true,
+        rule: None,
+        rule_id: None,
+        summary: "no sidecar: the script runs on every request; if its own output carries \
+                  ETag or Last-Modified, these conditions are evaluated against them after \
+                  it runs (a 304 saves bandwidth, not CPU)"
+            .to_string(),
+    }
+}
+
+fn source_report(candidate: &Candidate, script: &Path, newest: Option<SystemTime>) -> SourceReport {
+    let (source, path) = match &candidate.source {
+        Source::Sidecar => ("sidecar", None),
+        Source::Dependency(path) => ("dependency", Some(display(path))),
+        Source::Probe => ("probe", None),
+        Source::ScriptFile => ("script_file", Some(display(script))),
+    };
+    SourceReport {
+        source,
+        path,
+        time: candidate.time.map(Stamp::new),
+        newest: candidate.time.is_some() && candidate.time == newest,
+    }
+}
+
+/// Each precondition header as `Conditions::from_request` understood it, and whether
+/// RFC 9110 §13.2.2 gets to evaluate it for this method and these headers.
+fn condition_reports(
+    conditions: &Conditions,
+    request: &Request,
+    method: &Method,
+    validators: Option<&crate::validators::Validators>,
+) -> Vec<ConditionReport> {
+    let raw = |cgi: &str| {
+        request
+            .var(cgi)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let no_last_modified = validators.is_some_and(|v| v.last_modified.is_none());
+    let mut reports = Vec::with_capacity(4);
+
+    let mut report = tags_report("If-Match", raw("HTTP_IF_MATCH"), &conditions.if_match);
+    if matches!(conditions.if_match, Header::Ignored(_)) {
+        append_note(
+            &mut report,
+            "an unusable If-Match matches nothing, so step 1 fails (412)",
+        );
+    }
+    reports.push(report);
+
+    let mut report = date_report(
+        "If-Unmodified-Since",
+        raw("HTTP_IF_UNMODIFIED_SINCE"),
+        &conditions.if_unmodified_since,
+    );
+    if report.state == "parsed" {
+        if conditions.if_match.is_sent() {
+            not_evaluated(
+                &mut report,
+                "If-Match is present; step 2 applies only without it",
+            );
+        } else if no_last_modified {
+            not_evaluated(&mut report, "there is no Last-Modified to compare with");
+        }
+    }
+    reports.push(report);
+
+    reports.push(tags_report(
+        "If-None-Match",
+        raw("HTTP_IF_NONE_MATCH"),
+        &conditions.if_none_match,
+    ));
+
+    let mut report = date_report(
+        "If-Modified-Since",
+        raw("HTTP_IF_MODIFIED_SINCE"),
+        &conditions.if_modified_since,
+    );
+    if report.state == "parsed" {
+        if !method.is_get_or_head() {
+            let note = format!(
+                "step 4 applies only to GET and HEAD, not {}",
+                method.as_str()
+            );
+            not_evaluated(&mut report, &note);
+        } else if conditions.if_none_match.is_sent() {
+            not_evaluated(
+                &mut report,
+                "If-None-Match is present; step 4 applies only without it",
+            );
+        } else if no_last_modified {
+            not_evaluated(&mut report, "there is no Last-Modified to compare with");
+        }
+    }
+    reports.push(report);
+    reports
+}
+
+fn tags_report(
+    header: &'static str,
+    raw: Option<String>,
+    parsed: &Header<EtagList>,
+) -> ConditionReport {
+    header_report(header, raw, parsed, |list| match list {
+        EtagList::Any => "*".to_string(),
+        EtagList::Tags(tags) => tags
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+fn date_report(
+    header: &'static str,
+    raw: Option<String>,
+    parsed: &Header<SystemTime>,
+) -> ConditionReport {
+    header_report(header, raw, parsed, |&time| format_http_date(time))
+}
+
+fn header_report<T>(
+    header: &'static str,
+    raw: Option<String>,
+    parsed: &Header<T>,
+    show: impl Fn(&T) -> String,
+) -> ConditionReport {
+    let (state, value, note) = match parsed {
+        Header::Absent => ("absent", None, None),
+        Header::Ignored(reason) => ("ignored", None, Some((*reason).to_string())),
+        Header::Value(v) => ("parsed", Some(show(v)), None),
+    };
+    ConditionReport {
+        header,
+        raw,
+        state,
+        value,
+        note,
+    }
+}
+
+fn not_evaluated(report: &mut ConditionReport, why: &str) {
+    report.state = "not_evaluated";
+    append_note(report, why);
+}
+
+fn append_note(report: &mut ConditionReport, note: &str) {
+    report.note = Some(match report.note.take() {
+        Some(before) => format!("{before}; {note}"),
+        None => note.to_string(),
+    });
+}
+
+/// `Name: value` pairs from `--header`, repeats joined with `, ` (`; ` for Cookie).
+fn parse_headers(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in raw {
+        let Some((name, value)) = line.split_once(':') else {
+            anyhow::bail!("--header {line:?} is not 'Name: value'");
+        };
+        let name = name.trim();
+        anyhow::ensure!(
+            !name.is_empty() && name.bytes().all(is_token_byte),
+            "--header {line:?}: {name:?} is not a header name"
+        );
+        let value = value.trim();
+        match headers
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some((n, joined)) => {
+                joined.push_str(if n.eq_ignore_ascii_case("cookie") {
+                    "; "
+                } else {
+                    ", "
+                });
+                joined.push_str(value);
+            }
+            None => headers.push((name.to_string(), value.to_string())),
+        }
+    }
+    Ok(headers)
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The CGI variables a web server would set for this request (RFC 3875 §4.1).
+fn build_request(
+    script: &Script,
+    method: &str,
+    query: &str,
+    headers: &[(String, String)],
+) -> Request {
+    let mut vars: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut set = |name: &str, value: &[u8]| vars.push((name.as_bytes().to_vec(), value.to_vec()));
+    let script_name = format!("/{}", script.name);
+    let request_uri = if query.is_empty() {
+        script_name.clone()
+    } else {
+        format!("{script_name}?{query}")
+    };
+    set("GATEWAY_INTERFACE", b"CGI/1.1");
+    set("SERVER_PROTOCOL", b"HTTP/1.1");
+    set("SERVER_NAME", b"localhost");
+    set("REQUEST_METHOD", method.as_bytes());
+    set("QUERY_STRING", query.as_bytes());
+    set("REQUEST_URI", request_uri.as_bytes());
+    set("SCRIPT_NAME", script_name.as_bytes());
+    set("SCRIPT_FILENAME", script.path.as_os_str().as_bytes());
+    set("DOCUMENT_ROOT", script.folder().as_os_str().as_bytes());
+    for (name, value) in headers {
+        let cgi = match name.to_ascii_lowercase().as_str() {
+            "content-type" => "CONTENT_TYPE".to_string(),
+            "content-length" => "CONTENT_LENGTH".to_string(),
+            _ => format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_")),
+        };
+        set(&cgi, value.as_bytes());
+    }
+    for name in PASSED_FROM_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            set(name, value.as_bytes());
+        }
+    }
+    Request::new(vars)
+}
+
+fn display(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}

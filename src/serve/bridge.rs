@@ -1,0 +1,347 @@
+//! Between hyper's async world and the engine's blocking one: the request body as a `Read`
+//! fed through a bounded channel, and a `ResponseSink` whose head and body chunks travel
+//! through channels into a streaming hyper body. Bounded channels keep memory flat whatever
+//! the body size: a slow side makes the other wait.
+
+use std::io::{self, Read};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine::RequestBody;
+use crate::response::{ResponseHead, ResponseSink};
+use crate::runner::{AbortHandle, Input};
+
+/// Request or response chunks in flight between the two sides, per request.
+const CHANNEL_CHUNKS: usize = 4;
+/// A client that reads nothing of its response for this long is treated as gone (nginx's
+/// `send_timeout` default), so a stalled reader cannot hold a script forever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The request body for the engine. `None` inside when the request has no body, so the
+/// script gets `/dev/null` and no feeder thread is started.
+pub struct StreamedBody {
+    reader: Option<ChannelReader>,
+}
+
+impl StreamedBody {
+    /// Starts copying `incoming` into a bounded channel on the runtime; `None` for no body.
+    pub fn start(incoming: hyper::body::Incoming) -> StreamedBody {
+        if incoming.is_end_stream() {
+            return StreamedBody { reader: None };
+        }
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        tokio::spawn(pump(incoming, tx));
+        StreamedBody {
+            reader: Some(ChannelReader {
+                rx,
+                current: Bytes::new(),
+            }),
+        }
+    }
+}
+
+async fn pump(mut incoming: hyper::body::Incoming, tx: mpsc::Sender<io::Result<Bytes>>) {
+    loop {
+        let frame = tokio::select! {
+            frame = incoming.frame() => frame,
+            () = tx.closed() => return,
+        };
+        let item = match frame {
+            None => return,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if data.is_empty() => continue,
+                Ok(data) => Ok(data),
+                Err(_trailers) => continue,
+            },
+            Some(Err(e)) => Err(io::Error::new(io::ErrorKind::ConnectionAborted, e)),
+        };
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Reads what the pump sends; an upload cut short is an error, not a clean end.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(data)) => self.current = data,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+impl RequestBody for StreamedBody {
+    fn discard(&mut self) -> io::Result<()> {
+        match &mut self.reader {
+            Some(reader) => io::copy(reader, &mut io::sink()).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    fn take_input(&mut self) -> Input {
+        match self.reader.take() {
+            Some(reader) => Input::Stream(Box::new(reader)),
+            None => Input::Null,
+        }
+    }
+}
+
+/// The engine's side of a response.
+pub struct ChannelSink {
+    head: Option<oneshot::Sender<ResponseHead>>,
+    body: Option<mpsc::Sender<io::Result<Bytes>>>,
+    runtime: Handle,
+}
+
+/// The async side of a response: the head when it comes, then the body.
+pub struct Pending {
+    /// Resolves with the head; an error means the engine ended without sending one.
+    pub head: oneshot::Receiver<ResponseHead>,
+    /// The body chunks.
+    pub body: mpsc::Receiver<io::Result<Bytes>>,
+}
+
+/// A connected sink and its async counterpart.
+pub fn response_channel(runtime: Handle) -> (ChannelSink, Pending) {
+    let (head_tx, head_rx) = oneshot::channel();
+    let (body_tx, body_rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let sink = ChannelSink {
+        head: Some(head_tx),
+        body: Some(body_tx),
+        runtime,
+    };
+    let pending = Pending {
+        head: head_rx,
+        body: body_rx,
+    };
+    (sink, pending)
+}
+
+fn gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the client closed the connection",
+    )
+}
+
+impl ChannelSink {
+    /// Ends the body with an error, so hyper aborts the connection instead of ending the
+    /// response cleanly: the client must not take a cut-short body for a whole one.
+    pub fn fail(&mut self) {
+        if let Some(tx) = self.body.take() {
+            let _ = tx.try_send(Err(io::Error::other("the response was cut short")));
+        }
+    }
+
+    fn send(&mut self, item: io::Result<Bytes>) -> io::Result<()> {
+        let tx = self.body.as_ref().ok_or_else(gone)?;
+        let item = match tx.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(gone()),
+            Err(mpsc::error::TrySendError::Full(item)) => item,
+        };
+        let sent = self
+            .runtime
+            .block_on(tokio::time::timeout(SEND_TIMEOUT, tx.send(item)));
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(gone()),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing for 60 s",
+            )),
+        }
+    }
+}
+
+impl ResponseSink for ChannelSink {
+    fn send_head(&mut self, head: &ResponseHead) -> io::Result<()> {
+        let tx = self
+            .head
+            .take()
+            .ok_or_else(|| io::Error::other("head sent twice"))?;
+        tx.send(head.clone()).map_err(|_| gone())
+    }
+
+    fn send_body(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.send(Ok(Bytes::copy_from_slice(chunk)))
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        // The body ends when the sink is dropped, after the engine has said whether the
+        // response is complete (see `fail`).
+        Ok(())
+    }
+}
+
+/// The hyper response body: chunks from the engine. Dropped before its end (the client left
+/// or hyper gave up on the connection), it kills the script through the abort handle.
+pub struct ResponseBody {
+    rx: Option<mpsc::Receiver<io::Result<Bytes>>>,
+    fixed: Option<Bytes>,
+    abort: Option<AbortHandle>,
+}
+
+impl ResponseBody {
+    /// The body the engine streams; `abort` fires if it is dropped unfinished.
+    pub fn streamed(rx: mpsc::Receiver<io::Result<Bytes>>, abort: AbortHandle) -> Self {
+        ResponseBody {
+            rx: Some(rx),
+            fixed: None,
+            abort: Some(abort),
+        }
+    }
+
+    /// A body known in full (refusals, internal errors).
+    pub fn fixed(bytes: impl Into<Bytes>) -> Self {
+        ResponseBody {
+            rx: None,
+            fixed: Some(bytes.into()),
+            abort: None,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if let Some(bytes) = self.fixed.take() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
+        let Some(rx) = self.rx.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            Poll::Ready(Some(Err(e))) => {
+                self.rx = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                // Every sender is gone: the engine has finished with this request.
+                self.rx = None;
+                self.abort = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rx.is_none() && self.fixed.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.fixed, &self.rx) {
+            (Some(bytes), _) => SizeHint::with_exact(bytes.len() as u64),
+            (None, None) => SizeHint::with_exact(0),
+            (None, Some(_)) => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(abort) = self.abort.take() {
+            abort.abort();
+        }
+    }
+}
+
+/// Kills the script if the request is dropped before its response starts (the client left
+/// while the script was still working on its head).
+pub struct AbortOnDrop(Option<AbortHandle>);
+
+impl AbortOnDrop {
+    /// Arms the guard.
+    pub fn new(abort: AbortHandle) -> Self {
+        AbortOnDrop(Some(abort))
+    }
+
+    /// The response has started; its body takes over the duty.
+    pub fn disarm(mut self) -> AbortHandle {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(abort) = self.0.take() {
+            abort.abort();
+        }
+    }
+}
+
+/// A script's stderr, written to the server's stderr one line at a time with the script's
+/// name in front; a last unterminated line is written when the run's handles are dropped.
+pub struct StderrLines {
+    prefix: String,
+    partial: Mutex<Vec<u8>>,
+}
+
+impl StderrLines {
+    /// For the script named `name`.
+    pub fn new(name: &str) -> Arc<Self> {
+        Arc::new(StderrLines {
+            prefix: format!("{name}: "),
+            partial: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Takes a chunk of stderr output.
+    pub fn write(&self, chunk: &[u8]) {
+        let mut partial = self.partial.lock().unwrap_or_else(|p| p.into_inner());
+        partial.extend_from_slice(chunk);
+        while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=end).collect();
+            self.emit(&line[..end]);
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        use std::io::Write;
+        let mut out = Vec::with_capacity(self.prefix.len() + line.len() + 1);
+        out.extend_from_slice(self.prefix.as_bytes());
+        out.extend_from_slice(line);
+        out.push(b'\n');
+        let _ = io::stderr().lock().write_all(&out);
+    }
+}
+
+impl Drop for StderrLines {
+    fn drop(&mut self) {
+        let partial = std::mem::take(self.partial.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if !partial.is_empty() {
+            self.emit(&partial);
+        }
+    }
+}
