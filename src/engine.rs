@@ -459,12 +459,21 @@ impl Plan {
         errors: &ErrorOutput,
         abort: &AbortHandle,
     ) -> Result<RunningScript, Failure> {
-        RunningScript::spawn(command, input, errors.clone(), abort.clone()).map_err(|e| {
-            Failure::SpawnFailed {
+        // A --max-children slot, held while the script runs; 503 when none frees in time.
+        let slot = self
+            .slots
+            .as_ref()
+            .map(|slots| slots.acquire())
+            .transpose()?;
+        let mut running = RunningScript::spawn(command, input, errors.clone(), abort.clone())
+            .map_err(|e| Failure::SpawnFailed {
                 script: self.script.name.clone(),
                 reason: e.to_string(),
-            }
-        })
+            })?;
+        if let Some(slot) = slot {
+            running.hold(Box::new(slot));
+        }
+        Ok(running)
     }
 
     fn run_error(&self, error: RunError) -> Failure {
