@@ -3,7 +3,7 @@
 //! `StandardInput=socket`), and the accept loop that never dies and never spins.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,7 +37,7 @@ pub enum Listener {
         /// The socket.
         listener: UnixListener,
         /// The socket file we created.
-        path: Option<PathBuf>,
+        path: Option<PlacedSocket>,
     },
 }
 
@@ -88,6 +88,9 @@ impl Listener {
             Listener::Tcp(l) => l
                 .local_addr()
                 .map_or_else(|_| "tcp".into(), |a| a.to_string()),
+            Listener::Unix {
+                path: Some(placed), ..
+            } => format!("unix:{}", placed.path.display()),
             Listener::Unix { listener, .. } => match listener.local_addr() {
                 Ok(addr) => match addr.as_pathname() {
                     Some(p) => format!("unix:{}", p.display()),
@@ -114,20 +117,26 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Listener::Unix {
-            listener,
-            path: Some(path),
+            path: Some(placed), ..
         } = self
         {
-            // Only remove the file if it is still our socket (a new instance may own it).
-            let ours = std::fs::metadata(&*path)
-                .ok()
-                .zip(fd_inode(listener.as_raw_fd()))
-                .is_some_and(|(meta, ino)| std::os::unix::fs::MetadataExt::ino(&meta) == ino);
-            if ours {
-                let _ = std::fs::remove_file(&*path);
+            // Only remove the file if it is still ours (a new instance may have replaced it).
+            let still_ours = std::fs::symlink_metadata(&placed.path)
+                .is_ok_and(|meta| std::os::unix::fs::MetadataExt::ino(&meta) == placed.inode);
+            if still_ours {
+                let _ = std::fs::remove_file(&placed.path);
             }
         }
     }
+}
+
+/// A socket file we created, identified by its inode.
+#[derive(Debug)]
+pub struct PlacedSocket {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its inode when placed (a socket descriptor's own inode lives in sockfs, not here).
+    pub inode: u64,
 }
 
 /// An accepted connection.
@@ -166,10 +175,16 @@ fn bind_unix(path: &Path) -> anyhow::Result<Listener> {
         let _ = std::fs::remove_file(&temp);
         return Err(e).with_context(|| format!("placing the socket at {}", path.display()));
     }
+    let inode = std::fs::symlink_metadata(path)
+        .map(|meta| std::os::unix::fs::MetadataExt::ino(&meta))
+        .with_context(|| format!("placing the socket at {}", path.display()))?;
     std.set_nonblocking(true)?;
     Ok(Listener::Unix {
         listener: UnixListener::from_std(std)?,
-        path: Some(path.to_path_buf()),
+        path: Some(PlacedSocket {
+            path: path.to_path_buf(),
+            inode,
+        }),
     })
 }
 
@@ -200,13 +215,6 @@ fn is_listening(fd: RawFd) -> bool {
         )
     };
     rc == 0 && value != 0
-}
-
-fn fd_inode(fd: RawFd) -> Option<u64> {
-    // SAFETY: `stat` is plain data, valid when zeroed; fstat writes into it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid descriptor and a valid out-pointer.
-    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_ino)
 }
 
 /// Accepts until `stop` turns true. Errors never end the loop: per-connection ones are

@@ -30,9 +30,20 @@ pub struct Responder {
 impl Responder {
     /// Starts the responder serving `root`, listening on `socket`, with extra flags.
     pub fn start(root: &Path, socket: &Path, extra: &[&str]) -> Responder {
+        Responder::start_via(Command::new(common::bin()), root, socket, extra)
+    }
+
+    /// Starts the responder through `launcher` (e.g. `sh -c 'ulimit -n 48; exec "$0" "$@"'`
+    /// with the binary as `$0`), so limits can be set on it.
+    pub fn start_via(
+        mut launcher: Command,
+        root: &Path,
+        socket: &Path,
+        extra: &[&str],
+    ) -> Responder {
         let log = socket.with_extension("log");
         let log_file = std::fs::File::create(&log).expect("responder log");
-        let child = Command::new(common::bin())
+        let child = launcher
             .arg("fastcgi")
             .arg("--root")
             .arg(root)
@@ -99,6 +110,34 @@ impl Responder {
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         signal(self.pid(), "TERM");
+    }
+
+    /// Waits for the responder to exit; its exit code (None if killed by a signal).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.process.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("responder still running after {limit:?}");
+    }
+
+    /// CPU time (user + system) the responder has used, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        field(11) + field(12)
     }
 }
 
@@ -228,7 +267,11 @@ impl Client {
     }
 
     /// Sends the params as one stream (and its end).
-    pub fn params(&mut self, id: u16, pairs: &[(&str, &str)]) -> std::io::Result<()> {
+    pub fn params<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &mut self,
+        id: u16,
+        pairs: &[(N, V)],
+    ) -> std::io::Result<()> {
         let mut enc = BytesMut::new();
         encode_pairs(pairs, &mut enc);
         self.record(PARAMS, id, &enc)?;
