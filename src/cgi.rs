@@ -144,9 +144,8 @@ impl RequestBody for StdinBody {
     }
 }
 
-/// Serves one request as a CGI program.
-pub fn run(options: Options) -> ExitCode {
-    let request = Request::from_process_env();
+/// Serves one request as a CGI program; `request` is the process environment.
+pub fn run(options: Options, request: Request) -> ExitCode {
     let stdout = io::stdout().lock();
     let mut sink = CgiWriter::new(BufWriter::with_capacity(STDOUT_BUFFER, stdout));
     let mut body = StdinBody {

@@ -102,13 +102,13 @@ fn main() -> ExitCode {
         let request = Request::from_process_env();
         let args = cgi::own_arguments(std::env::args_os().skip(1).collect(), &request);
         return match CgiOnly::try_parse_from(args) {
-            Ok(parsed) => cgi::run(cgi_options(parsed.cgi)),
+            Ok(parsed) => cgi::run(cgi_options(parsed.cgi), request),
             Err(e) => cgi::refuse_arguments(&e.to_string()),
         };
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        None => return cgi::run(cgi_options(cli.cgi)),
+        None => return cgi::run(cgi_options(cli.cgi), Request::from_process_env()),
         Some(Command::Fastcgi {
             root,
             listen,

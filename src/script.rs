@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::failure::Failure;
@@ -119,10 +119,12 @@ pub fn is_wrapper(path: &Path) -> bool {
     if path.file_name().is_some_and(|n| n == WRAPPER_NAME) {
         return true;
     }
-    let Ok(ours) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+    // Same inode as our own executable, whatever the names or links in between.
+    let (Ok(ours), Ok(theirs)) = (std::fs::metadata("/proc/self/exe"), std::fs::metadata(path))
+    else {
         return false;
     };
-    std::fs::canonicalize(path).is_ok_and(|p| p == ours)
+    ours.dev() == theirs.dev() && ours.ino() == theirs.ino()
 }
 
 /// Whether the script's first line is `#!` followed by the wrapper and nothing else.
