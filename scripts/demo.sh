@@ -4,6 +4,9 @@
 # through `serve` over real HTTP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v curl >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+fi
 cargo build --release --quiet
 bin=$PWD/target/release/http-conditional
 page=$PWD/examples/article.cgi
