@@ -6,6 +6,7 @@
 //! runs the probe and `validators::derive`), the conditions from `Conditions::from_request`
 //! and the decision from `preconditions::evaluate`, exactly as a request would see them.
 
+mod conditions;
 mod render;
 
 use std::os::unix::ffi::OsStrExt;
@@ -17,9 +18,8 @@ use serde::Serialize;
 
 use crate::encoding::{self, Coding};
 use crate::engine::{self, Job};
-use crate::etag::EtagList;
 use crate::preconditions::{self, Decision};
-use crate::request::{Conditions, Header, Method, Request};
+use crate::request::{Conditions, Request};
 use crate::response::ResponseHead;
 use crate::runner::{AbortHandle, ErrorOutput};
 use crate::script::Script;
@@ -220,7 +220,7 @@ pub fn explain(options: &Options) -> anyhow::Result<Report> {
         decision: pass_through_decision(),
     };
     let Some(sidecar) = sidecar else {
-        report.conditions = condition_reports(&conditions, &request, &method, None);
+        report.conditions = conditions::reports(&conditions, &request, &method, None);
         return Ok(report);
     };
     let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
@@ -277,7 +277,7 @@ pub fn explain(options: &Options) -> anyhow::Result<Report> {
         .iter()
         .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
         .collect();
-    report.conditions = condition_reports(&conditions, &request, &method, Some(validators));
+    report.conditions = conditions::reports(&conditions, &request, &method, Some(validators));
     let verdict = preconditions::evaluate(&conditions, validators, &method);
     let (decision, summary) = match verdict.decision {
         Decision::NotModified => (
@@ -328,134 +328,6 @@ fn source_report(candidate: &Candidate, script: &Path, newest: Option<SystemTime
         time: candidate.time.map(Stamp::new),
         newest: candidate.time.is_some() && candidate.time == newest,
     }
-}
-
-/// Each precondition header as `Conditions::from_request` understood it, and whether
-/// RFC 9110 §13.2.2 gets to evaluate it for this method and these headers.
-fn condition_reports(
-    conditions: &Conditions,
-    request: &Request,
-    method: &Method,
-    validators: Option<&crate::validators::Validators>,
-) -> Vec<ConditionReport> {
-    let raw = |cgi: &str| {
-        request
-            .var(cgi)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    let no_last_modified = validators.is_some_and(|v| v.last_modified.is_none());
-    let mut reports = Vec::with_capacity(4);
-
-    let mut report = tags_report("If-Match", raw("HTTP_IF_MATCH"), &conditions.if_match);
-    if matches!(conditions.if_match, Header::Ignored(_)) {
-        append_note(
-            &mut report,
-            "an unusable If-Match matches nothing, so step 1 fails (412)",
-        );
-    }
-    reports.push(report);
-
-    let mut report = date_report(
-        "If-Unmodified-Since",
-        raw("HTTP_IF_UNMODIFIED_SINCE"),
-        &conditions.if_unmodified_since,
-    );
-    if report.state == "parsed" {
-        if conditions.if_match.is_sent() {
-            not_evaluated(
-                &mut report,
-                "If-Match is present; step 2 applies only without it",
-            );
-        } else if no_last_modified {
-            not_evaluated(&mut report, "there is no Last-Modified to compare with");
-        }
-    }
-    reports.push(report);
-
-    reports.push(tags_report(
-        "If-None-Match",
-        raw("HTTP_IF_NONE_MATCH"),
-        &conditions.if_none_match,
-    ));
-
-    let mut report = date_report(
-        "If-Modified-Since",
-        raw("HTTP_IF_MODIFIED_SINCE"),
-        &conditions.if_modified_since,
-    );
-    if report.state == "parsed" {
-        if !method.is_get_or_head() {
-            let note = format!(
-                "step 4 applies only to GET and HEAD, not {}",
-                method.as_str()
-            );
-            not_evaluated(&mut report, &note);
-        } else if conditions.if_none_match.is_sent() {
-            not_evaluated(
-                &mut report,
-                "If-None-Match is present; step 4 applies only without it",
-            );
-        } else if no_last_modified {
-            not_evaluated(&mut report, "there is no Last-Modified to compare with");
-        }
-    }
-    reports.push(report);
-    reports
-}
-
-fn tags_report(
-    header: &'static str,
-    raw: Option<String>,
-    parsed: &Header<EtagList>,
-) -> ConditionReport {
-    header_report(header, raw, parsed, |list| match list {
-        EtagList::Any => "*".to_string(),
-        EtagList::Tags(tags) => tags
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-    })
-}
-
-fn date_report(
-    header: &'static str,
-    raw: Option<String>,
-    parsed: &Header<SystemTime>,
-) -> ConditionReport {
-    header_report(header, raw, parsed, |&time| format_http_date(time))
-}
-
-fn header_report<T>(
-    header: &'static str,
-    raw: Option<String>,
-    parsed: &Header<T>,
-    show: impl Fn(&T) -> String,
-) -> ConditionReport {
-    let (state, value, note) = match parsed {
-        Header::Absent => ("absent", None, None),
-        Header::Ignored(reason) => ("ignored", None, Some((*reason).to_string())),
-        Header::Value(v) => ("parsed", Some(show(v)), None),
-    };
-    ConditionReport {
-        header,
-        raw,
-        state,
-        value,
-        note,
-    }
-}
-
-fn not_evaluated(report: &mut ConditionReport, why: &str) {
-    report.state = "not_evaluated";
-    append_note(report, why);
-}
-
-fn append_note(report: &mut ConditionReport, note: &str) {
-    report.note = Some(match report.note.take() {
-        Some(before) => format!("{before}; {note}"),
-        None => note.to_string(),
-    });
 }
 
 /// `Name: value` pairs from `--header`, repeats joined with `, ` (`; ` for Cookie).
