@@ -2,6 +2,9 @@
 //! nginx started on a temp prefix with the shipped nginx-conf/ files, and a raw HTTP client.
 #![allow(dead_code)]
 
+pub mod http;
+pub mod nginx;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
