@@ -10,10 +10,12 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use apache_support::{Apache, Mpm, Req, Resp};
+use apache_support::{Apache, Listen, Mpm, Req, Resp, Responder};
 
 /// The snippets every Apache in these tests loads together, as a site using all three would.
 const CGI_SNIPPETS: [&str; 3] = ["action-cgi.conf", "action-php.conf", "shebang.conf"];
+/// The FastCGI snippet alone: no CGI module is involved.
+const FASTCGI_SNIPPETS: [&str; 1] = ["fastcgi.conf"];
 /// Pages get this mtime, so Last-Modified is a known, past second.
 const PAGE_MTIME: u64 = 1_700_000_000;
 const PAGE_LAST_MODIFIED: &str = "Tue, 14 Nov 2023 22:13:20 GMT";
@@ -27,13 +29,13 @@ enum Language {
     Php,
 }
 
-/// How a page's first line reaches the wrapper.
+/// How the page is started once the wrapper (or the responder) has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
-    /// `Action` runs the wrapper; the page is executable with its own shebang (`#!/bin/sh`).
-    ActionExecutable,
-    /// `Action` runs the wrapper; the page is a plain file for CONDITIONAL_INTERPRETER.
-    ActionPlain,
+    /// Executable with its own shebang (`#!/bin/sh`).
+    OwnShebang,
+    /// A plain file, run by CONDITIONAL_INTERPRETER (php-cgi).
+    Plain,
     /// The page's shebang names the wrapper and the interpreter.
     Shebang,
 }
@@ -55,7 +57,7 @@ const ACTION_CGI: Variant = Variant {
     url: "/legacy/",
     ext: "cgi",
     language: Language::Sh,
-    start: Start::ActionExecutable,
+    start: Start::OwnShebang,
 };
 const ACTION_PHP: Variant = Variant {
     name: "action-php",
@@ -63,7 +65,7 @@ const ACTION_PHP: Variant = Variant {
     url: "/php/",
     ext: "php",
     language: Language::Php,
-    start: Start::ActionPlain,
+    start: Start::Plain,
 };
 const SHEBANG_SH: Variant = Variant {
     name: "shebang-sh",
@@ -80,6 +82,23 @@ const SHEBANG_PHP: Variant = Variant {
     ext: "php",
     language: Language::Php,
     start: Start::Shebang,
+};
+
+const FASTCGI_SH: Variant = Variant {
+    name: "fastcgi-sh",
+    folder: "fcgi",
+    url: "/fcgi/",
+    ext: "cgi",
+    language: Language::Sh,
+    start: Start::OwnShebang,
+};
+const FASTCGI_PHP: Variant = Variant {
+    name: "fastcgi-php",
+    folder: "fcgi",
+    url: "/fcgi/",
+    ext: "php",
+    language: Language::Php,
+    start: Start::Plain,
 };
 
 /// The pages of one variant, installed under Apache's ServerRoot.
@@ -139,7 +158,7 @@ impl<'a> Pages<'a> {
             (_, Language::Php) => String::new(),
         };
         let rel = format!("{}/{name}.{}", self.v.folder, self.v.ext);
-        let executable = self.v.start != Start::ActionPlain;
+        let executable = self.v.start != Start::Plain;
         let path = self
             .apache
             .write(&rel, format!("{first_line}{code}"), executable);
@@ -248,7 +267,8 @@ fn have_php() -> bool {
 }
 
 /// Everything the issue asks of each deployment, in one pass over its pages.
-fn check_deployment(apache: &Apache, v: Variant) {
+/// `wrapper_log` finds a line in the log the wrapper's own messages go to.
+fn check_deployment(apache: &Apache, v: Variant, wrapper_log: &dyn Fn(&str) -> bool) {
     let pages = Pages::install(apache, v);
     let name = v.name;
 
@@ -445,8 +465,8 @@ fn check_deployment(apache: &Apache, v: Variant) {
         apache.error_log()
     );
     assert!(
-        apache.error_log_gets(&format!("http-conditional: fail.{}", v.ext)),
-        "{name}: the wrapper's message naming the page is not in the error log"
+        wrapper_log(&format!("http-conditional: fail.{}", v.ext)),
+        "{name}: the wrapper's message naming the page is not logged"
     );
 
     // A page past its sidecar's timeout: the wrapper's 504, well before Apache's Timeout,
@@ -477,7 +497,7 @@ fn action_handler_for_cgi_pages_under_event_mpm_and_mod_cgid() {
     let Some(apache) = start("action-cgi", Mpm::EventCgid) else {
         return;
     };
-    check_deployment(&apache, ACTION_CGI);
+    check_deployment(&apache, ACTION_CGI, &|l| apache.error_log_gets(l));
 
     // Under Action, Apache's SCRIPT_FILENAME names the handler; the wrapper picks the page
     // (from PATH_TRANSLATED) and the page sees SCRIPT_FILENAME naming itself.
@@ -497,7 +517,7 @@ fn action_handler_for_cgi_pages_under_prefork_and_mod_cgi() {
     let Some(apache) = start("action-cgi-prefork", Mpm::PreforkCgi) else {
         return;
     };
-    check_deployment(&apache, ACTION_CGI);
+    check_deployment(&apache, ACTION_CGI, &|l| apache.error_log_gets(l));
 }
 
 #[test]
@@ -508,7 +528,7 @@ fn action_handler_runs_plain_php_pages_with_php_cgi() {
     let Some(apache) = start("action-php", Mpm::EventCgid) else {
         return;
     };
-    check_deployment(&apache, ACTION_PHP);
+    check_deployment(&apache, ACTION_PHP, &|l| apache.error_log_gets(l));
     // php-cgi ran the page (from PATH_TRANSLATED and REDIRECT_URL), not the handler.
     let page = apache.get("/php/page.php");
     let expected = apache.path("php/page.php").display().to_string();
@@ -525,7 +545,7 @@ fn shebang_sh_scripts_under_script_alias() {
     let Some(apache) = start("shebang-sh", Mpm::EventCgid) else {
         return;
     };
-    check_deployment(&apache, SHEBANG_SH);
+    check_deployment(&apache, SHEBANG_SH, &|l| apache.error_log_gets(l));
 }
 
 #[test]
@@ -536,7 +556,34 @@ fn shebang_php_scripts_under_exec_cgi() {
     let Some(apache) = start("shebang-php", Mpm::EventCgid) else {
         return;
     };
-    check_deployment(&apache, SHEBANG_PHP);
+    check_deployment(&apache, SHEBANG_PHP, &|l| apache.error_log_gets(l));
+}
+
+#[test]
+fn fastcgi_responder_behind_mod_proxy_fcgi() {
+    let Some(apache) = Apache::start("fastcgi", Mpm::EventCgid, &FASTCGI_SNIPPETS, "") else {
+        return;
+    };
+    let responder = Responder::start(&apache, Listen::Path);
+    check_deployment(&apache, FASTCGI_SH, &|l| responder.log_gets(l));
+    if have_php() {
+        check_deployment(&apache, FASTCGI_PHP, &|l| responder.log_gets(l));
+    }
+}
+
+#[test]
+fn fastcgi_responder_on_a_socket_handed_over_as_fd_0() {
+    let Some(apache) = Apache::start("fastcgi-fd0", Mpm::EventCgid, &FASTCGI_SNIPPETS, "") else {
+        return;
+    };
+    let _responder = Responder::start(&apache, Listen::Inherited);
+    let pages = Pages::install(&apache, FASTCGI_SH);
+    let first = pages.get("page");
+    assert_eq!(first.status, 200, "{first:?}");
+    let again =
+        pages.send(Req::new("GET", &pages.url("page")).header("If-None-Match", &first.etag()));
+    assert_eq!(again.status, 304, "{again:?}");
+    assert_eq!(pages.runs(), 1);
 }
 
 #[test]

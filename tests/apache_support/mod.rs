@@ -22,15 +22,21 @@ const STOP_LIMIT: Duration = Duration::from_secs(8);
 /// Longest a single test request may take.
 const REQUEST_LIMIT: Duration = Duration::from_secs(20);
 
-/// The paths the shipped snippets use, and the folder (under the temp ServerRoot) each one
-/// becomes in the tests. Every snippet must contain the paths it is tested with.
-const PATHS: [(&str, &str); 5] = [
+/// The folders the shipped snippets use, and the folder (under the temp ServerRoot) each one
+/// becomes in the tests.
+const FOLDERS: [(&str, &str); 6] = [
     ("/usr/lib/http-conditional", "lib"),
     ("/var/www/legacy", "legacy"),
     ("/var/www/php", "php"),
     ("/var/www/cgi-legacy", "cgi-legacy"),
     ("/var/www/scripts", "scripts"),
+    ("/var/www/fcgi", "fcgi"),
 ];
+/// The FastCGI responder's socket in `fastcgi.conf`, and where it is in the tests.
+const SOCKET: (&str, &str) = (
+    "/run/http-conditional.sock",
+    "fcgi-run/http-conditional.sock",
+);
 
 /// The multi-processing module and the CGI module that goes with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,12 +65,12 @@ impl Apache {
         let root = dir.path.clone();
         for sub in ["conf", "run", "logs", "htdocs"]
             .iter()
-            .chain(PATHS.iter().map(|(_, to)| to))
+            .chain(FOLDERS.iter().map(|(_, to)| to))
         {
             std::fs::create_dir_all(root.join(sub)).unwrap();
         }
         // Scripts run as the server's user: give them folders they may write to.
-        for shared in ["state", "sessions"] {
+        for shared in ["state", "sessions", "fcgi-run"] {
             make_shared_dir(&root.join(shared));
         }
         let wrapper = root.join("lib").join("http-conditional");
@@ -191,27 +197,10 @@ impl Apache {
 
 impl Drop for Apache {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
         // SIGTERM lets the parent stop its children and the cgid daemon.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
+        if let Some(child) = self.child.take() {
+            stop(child);
         }
-        let pid = child.id() as i32;
-        let start = Instant::now();
-        while start.elapsed() < STOP_LIMIT {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        // Whatever is left of the group it leads (children, the cgid daemon, scripts).
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
@@ -222,7 +211,7 @@ fn root_str(root: &Path) -> String {
 /// The shipped snippet with its deployment paths pointed into the temp ServerRoot.
 fn substitute_paths(text: &str, root: &Path) -> String {
     let mut out = text.to_string();
-    for (from, to) in PATHS {
+    for (from, to) in FOLDERS.into_iter().chain([SOCKET]) {
         out = out.replace(from, &root_str(&root.join(to)));
     }
     out
@@ -235,7 +224,7 @@ fn make_shared_dir(path: &Path) {
 }
 
 /// The user Apache's children switch to when it starts as root.
-fn server_user() -> Option<(String, String)> {
+pub fn server_user() -> Option<(String, String)> {
     if unsafe { libc::geteuid() } != 0 {
         return None;
     }
@@ -506,4 +495,138 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
         out.extend_from_slice(&data[..size]);
         data = &data[size + 2..];
     }
+}
+
+/// How the FastCGI responder gets its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    /// `--listen unix:PATH`: the responder creates the socket.
+    Path,
+    /// The listening socket handed over as fd 0, as systemd (`StandardInput=socket`) does.
+    Inherited,
+}
+
+/// `http-conditional fastcgi` serving the `fcgi` folder on the socket `fastcgi.conf` names,
+/// as the server's user; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Responder {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Responder {
+    pub fn start(apache: &Apache, listen: Listen) -> Responder {
+        let socket = apache.path(SOCKET.1);
+        let log = apache.path("logs/responder.log");
+        let mut cmd = Command::new(&apache.wrapper);
+        cmd.arg("fastcgi")
+            .arg("--root")
+            .arg(apache.path("fcgi"))
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .process_group(0);
+        let ids = server_user()
+            .map(|(user, group)| (id_of("/etc/passwd", &user), id_of("/etc/group", &group)));
+        if let Some((uid, gid)) = ids {
+            cmd.uid(uid).gid(gid);
+        }
+        match listen {
+            Listen::Path => {
+                cmd.arg("--listen")
+                    .arg(format!("unix:{}", socket.display()))
+                    .stdin(Stdio::null());
+            }
+            Listen::Inherited => {
+                use std::os::unix::fs::PermissionsExt;
+                let listener =
+                    std::os::unix::net::UnixListener::bind(&socket).expect("bind socket");
+                std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).unwrap();
+                if let Some((uid, gid)) = ids {
+                    std::os::unix::fs::chown(&socket, Some(uid), Some(gid)).unwrap();
+                }
+                cmd.stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)));
+            }
+        }
+        let child = cmd.spawn().expect("spawn the FastCGI responder");
+        let mut responder = Responder {
+            child: Some(child),
+            log,
+        };
+        let start = Instant::now();
+        loop {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                return responder;
+            }
+            if let Some(Ok(Some(status))) = responder.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "the responder exited at start ({status}): {}",
+                    responder.log_text()
+                );
+            }
+            assert!(
+                start.elapsed() < START_LIMIT,
+                "the responder did not listen on {}: {}",
+                socket.display(),
+                responder.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The responder's own stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (briefly) until the responder's log contains `needle`.
+    pub fn log_gets(&self, needle: &str) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            stop(child);
+        }
+    }
+}
+
+/// SIGTERM, a bounded wait, then SIGKILL to whatever is left of the process group it leads.
+fn stop(mut child: Child) {
+    let pid = child.id() as i32;
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    while start.elapsed() < STOP_LIMIT {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The numeric id of a user (`/etc/passwd`) or group (`/etc/group`).
+fn id_of(db: &str, name: &str) -> u32 {
+    std::fs::read_to_string(db)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))
+        .and_then(|f| f.get(2).and_then(|id| id.parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in {db}"))
 }
