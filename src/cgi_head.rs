@@ -1,20 +1,10 @@
 //! The header block of a CGI response (RFC 3875 §6.2, §6.3).
 
 use crate::failure::reason_phrase;
+use crate::response::ResponseHead;
 
 /// The longest header block accepted from a script.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// A script's parsed header block.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CgiHead {
-    /// From `Status:`, or 302 for a client redirect, else 200.
-    pub status: u16,
-    /// The reason phrase the script gave, or the standard one.
-    pub reason: String,
-    /// Every other header, in order, repeats kept (Set-Cookie).
-    pub headers: Vec<(String, Vec<u8>)>,
-}
 
 /// The result of looking for a complete header block in the output so far.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,30 +12,9 @@ pub enum HeadParse {
     /// More output is needed.
     Incomplete,
     /// A complete head and the offset where the body starts.
-    Complete(CgiHead, usize),
+    Complete(ResponseHead, usize),
     /// Not a valid CGI header block.
     Malformed(String),
-}
-
-impl CgiHead {
-    /// The first value of a header (case-insensitive name).
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
-    }
-
-    /// Removes every header with one of these names.
-    pub fn remove(&mut self, names: &[&str]) {
-        self.headers
-            .retain(|(n, _)| !names.iter().any(|name| n.eq_ignore_ascii_case(name)));
-    }
-
-    /// Whether a header is present.
-    pub fn has(&self, name: &str) -> bool {
-        self.get(name).is_some()
-    }
 }
 
 /// Looks for a complete header block at the start of `output`.
@@ -92,7 +61,7 @@ fn find_end(output: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-fn parse_lines(block: &[u8]) -> Result<CgiHead, String> {
+fn parse_lines(block: &[u8]) -> Result<ResponseHead, String> {
     let mut status = None;
     let mut headers = Vec::new();
     for raw_line in block.split(|&b| b == b'\n') {
@@ -129,7 +98,7 @@ fn parse_lines(block: &[u8]) -> Result<CgiHead, String> {
             (code, reason_phrase(code).to_string())
         }
     };
-    Ok(CgiHead {
+    Ok(ResponseHead {
         status,
         reason,
         headers,
@@ -166,7 +135,7 @@ fn show(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn complete(output: &[u8]) -> (CgiHead, usize) {
+    fn complete(output: &[u8]) -> (ResponseHead, usize) {
         match parse(output, true) {
             HeadParse::Complete(h, at) => (h, at),
             other => panic!("{other:?}"),
@@ -189,7 +158,7 @@ mod tests {
     fn status_line_is_taken_and_removed() {
         let (h, _) = complete(b"Status: 404 Gone Away\nContent-Type: text/plain\n\n");
         assert_eq!((h.status, h.reason.as_str()), (404, "Gone Away"));
-        assert!(!h.has("Status"));
+        assert!(h.get("Status").is_none());
         let (h, _) = complete(b"Status: 201\n\n");
         assert_eq!(h.reason, "Created");
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::cache_policy::CachePolicy;
-use crate::cgi_head::{self, CgiHead, HeadParse};
+use crate::cgi_head::{self, HeadParse};
 use crate::encoding::{self, BodyEncoder, Coding};
 use crate::failure::Failure;
 use crate::preconditions::{self, Decision, Rule};
@@ -111,7 +111,7 @@ pub struct Plan {
 /// A script's output once its head has been read.
 struct Output {
     running: RunningScript,
-    head: CgiHead,
+    head: ResponseHead,
     /// Body bytes read so far.
     buffered: Vec<u8>,
     /// The whole body is in `buffered` and the script exited successfully.
@@ -128,6 +128,16 @@ pub struct Representation {
     pub compress: bool,
 }
 
+/// One request in flight: what it reads from and writes to, and how far it got.
+struct Exchange<'a> {
+    request: &'a Request,
+    body: &'a mut dyn RequestBody,
+    errors: &'a ErrorOutput,
+    abort: &'a AbortHandle,
+    sink: &'a mut dyn ResponseSink,
+    progress: Progress,
+}
+
 impl Engine {
     /// Answers one request. Never fails: errors become their status (the contract's table),
     /// or, once the head is out, an incomplete outcome.
@@ -139,128 +149,115 @@ impl Engine {
         abort: &AbortHandle,
         sink: &mut dyn ResponseSink,
     ) -> Outcome {
-        let mut progress = Progress::default();
-        let result = self.respond(job, body, errors, abort, sink, &mut progress);
-        match result {
-            Ok(outcome) => outcome,
-            Err(failure) => {
-                let name = job.script.file_name().unwrap_or_default().to_string_lossy();
-                eprintln!("http-conditional: {name}: {failure}");
-                let status = failure.status();
-                if progress.head_sent || abort.is_aborted() {
-                    return Outcome {
-                        status,
-                        summary: format!("{status} {failure}"),
-                        body_bytes: progress.body_bytes,
-                        complete: false,
-                    };
-                }
-                if !progress.input_taken {
-                    let _ = body.discard();
-                }
-                let text = format!("{}\n", failure.public_message());
-                let sent = send_text(sink, status, &text);
-                Outcome {
-                    status,
-                    summary: format!("{status} {failure}"),
-                    body_bytes: text.len() as u64,
-                    complete: sent.is_ok(),
-                }
-            }
+        let mut ex = Exchange {
+            request: job.request,
+            body,
+            errors,
+            abort,
+            sink,
+            progress: Progress::default(),
+        };
+        let failure = match self.respond(job, &mut ex) {
+            Ok(outcome) => return outcome,
+            Err(failure) => failure,
+        };
+        let name = job.script.file_name().unwrap_or_default().to_string_lossy();
+        eprintln!("http-conditional: {name}: {failure}");
+        let status = failure.status();
+        let mut outcome = Outcome {
+            status,
+            summary: format!("{status} {failure}"),
+            body_bytes: ex.progress.body_bytes,
+            complete: false,
+        };
+        if ex.progress.head_sent || abort.is_aborted() {
+            return outcome;
         }
+        if !ex.progress.input_taken {
+            let _ = ex.body.discard();
+        }
+        let text = format!("{}\n", failure.public_message());
+        outcome.complete = send_text(ex.sink, status, &text).is_ok();
+        outcome.body_bytes = text.len() as u64;
+        outcome
     }
 
-    fn respond(
-        &self,
-        job: &Job<'_>,
-        body: &mut dyn RequestBody,
-        errors: &ErrorOutput,
-        abort: &AbortHandle,
-        sink: &mut dyn ResponseSink,
-        progress: &mut Progress,
-    ) -> Result<Outcome, Failure> {
-        let request = job.request;
+    fn respond(&self, job: &Job<'_>, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> {
         let script = Script::resolve(&job.script, self.root.as_deref())?;
         let sidecar = sidecar::load(&script.path)?;
         let mut plan = plan(job, script, sidecar.as_ref())?;
         plan.slots = self.slots.clone();
         match sidecar {
-            Some(sidecar) => self.declared(
-                &plan, &sidecar, request, body, errors, abort, sink, progress,
-            ),
-            None => pass_through(&plan, request, body, errors, abort, sink, progress),
+            Some(sidecar) => declared(&plan, &sidecar, ex),
+            None => pass_through(&plan, ex),
         }
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn declared(
-        &self,
-        plan: &Plan,
-        sidecar: &Sidecar,
-        request: &Request,
-        body: &mut dyn RequestBody,
-        errors: &ErrorOutput,
-        abort: &AbortHandle,
-        sink: &mut dyn ResponseSink,
-        progress: &mut Progress,
-    ) -> Result<Outcome, Failure> {
-        let now = SystemTime::now();
-        let method = request.method();
-        let conditions = Conditions::from_request(request, now);
-        let representation = represent(plan, sidecar, request, errors, abort, now)?;
-        let coding = if sidecar.compress {
-            encoding::negotiate(request.header("HTTP_ACCEPT_ENCODING"))
-        } else {
-            Coding::Identity
-        };
-        let verdict =
-            preconditions::evaluate(&conditions, &representation.derivation.validators, &method);
-        match verdict.decision {
-            Decision::NotModified => {
-                body.discard()?;
-                let mut head = ResponseHead::new(304);
-                representation.apply(&mut head, coding, now);
-                sink.send_head(&head)?;
-                sink.finish()?;
-                return Ok(answered(304, verdict.rule));
-            }
-            Decision::PreconditionFailed => {
-                body.discard()?;
-                send_text(sink, 412, "412 Precondition Failed\n")?;
-                return Ok(answered(412, verdict.rule));
-            }
-            Decision::Proceed => {}
+/// A declared script: 304/412 without running it when the conditions allow, else its 200 with
+/// the wrapper's validators, policy and coding.
+fn declared(plan: &Plan, sidecar: &Sidecar, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> {
+    let request = ex.request;
+    let now = SystemTime::now();
+    let method = request.method();
+    let conditions = Conditions::from_request(request, now);
+    let representation = represent(plan, sidecar, request, ex.errors, ex.abort, now)?;
+    let coding = if sidecar.compress {
+        encoding::negotiate(request.header("HTTP_ACCEPT_ENCODING"))
+    } else {
+        Coding::Identity
+    };
+    let verdict =
+        preconditions::evaluate(&conditions, &representation.derivation.validators, &method);
+    match verdict.decision {
+        Decision::NotModified => {
+            ex.body.discard()?;
+            let mut head = ResponseHead::new(304);
+            representation.apply(&mut head, coding, now);
+            ex.sink.send_head(&head)?;
+            ex.sink.finish()?;
+            return Ok(answered(304, verdict.rule));
         }
+        Decision::PreconditionFailed => {
+            ex.body.discard()?;
+            send_text(ex.sink, 412, "412 Precondition Failed\n")?;
+            return Ok(answered(412, verdict.rule));
+        }
+        Decision::Proceed => {}
+    }
+    let mut extra = Vec::new();
+    if sidecar.feed {
         let client_date = conditions
             .if_modified_since
             .value()
             .map_or(0, |t| unix_seconds(*t));
-        let mut extra = Vec::new();
-        if sidecar.feed {
-            extra.push(("CONDITIONAL_CLIENT_DATE", client_date.to_string().into()));
-        }
-        let mut output = start(plan, request, &extra, body, errors, abort, progress)?;
-        let mut coding_used = Coding::Identity;
-        if output.head.status == 200 {
-            output.head.remove(&OWNED_HEADERS);
-            // The original library's refresh: after a change, answer with the new validators.
-            let fresh;
-            let representation = if method.is_get_or_head() {
-                &representation
-            } else {
-                fresh = represent(plan, sidecar, request, errors, abort, SystemTime::now())?;
-                &fresh
-            };
-            if !output.head.has("Content-Encoding") {
-                coding_used = coding;
-            }
-            let mut head = response_head(&output.head);
-            representation.apply(&mut head, coding_used, SystemTime::now());
-            return send(output, head, coding_used, &method, sink, progress);
-        }
-        let head = response_head(&output.head);
-        send(output, head, coding_used, &method, sink, progress)
+        extra.push(("CONDITIONAL_CLIENT_DATE", client_date.to_string().into()));
     }
+    let mut output = start(plan, &extra, ex)?;
+    let mut coding_used = Coding::Identity;
+    if output.head.status == 200 {
+        output.head.remove(&OWNED_HEADERS);
+        // The original library's refresh: after a change, answer with the new validators.
+        let fresh;
+        let representation = if method.is_get_or_head() {
+            &representation
+        } else {
+            fresh = represent(
+                plan,
+                sidecar,
+                request,
+                ex.errors,
+                ex.abort,
+                SystemTime::now(),
+            )?;
+            &fresh
+        };
+        if !output.head.has("Content-Encoding") {
+            coding_used = coding;
+        }
+        representation.apply(&mut output.head, coding_used, SystemTime::now());
+    }
+    send(output, coding_used, &method, ex)
 }
 
 impl Representation {
@@ -338,55 +335,45 @@ pub fn represent(
 
 /// Runs a script without a sidecar; if its own output carries validators that the request's
 /// conditions match, the client still gets a 304 (bandwidth saved, not CPU).
-fn pass_through(
-    plan: &Plan,
-    request: &Request,
-    body: &mut dyn RequestBody,
-    errors: &ErrorOutput,
-    abort: &AbortHandle,
-    sink: &mut dyn ResponseSink,
-    progress: &mut Progress,
-) -> Result<Outcome, Failure> {
-    let method = request.method();
-    let output = start(plan, request, &[], body, errors, abort, progress)?;
-    let conditions = Conditions::from_request(request, SystemTime::now());
-    if output.head.status == 200 && method.is_get_or_head() && !conditions.is_empty() {
-        let own = validators::from_script_headers(
-            output.head.get("ETag"),
-            output.head.get("Last-Modified"),
-        );
-        if preconditions::has_validators(&own) {
-            let verdict = preconditions::evaluate(&conditions, &own, &method);
-            if let Some(status) = verdict.decision.status() {
-                let script_head = output.head.clone();
-                finish_silently(output, plan)?;
-                if status == 412 {
-                    send_text(sink, 412, "412 Precondition Failed\n")?;
-                } else {
-                    let mut head = ResponseHead::new(304);
-                    head.headers = script_head
-                        .headers
-                        .into_iter()
-                        .filter(|(n, _)| {
-                            NOT_MODIFIED_HEADERS
-                                .iter()
-                                .any(|h| n.eq_ignore_ascii_case(h))
-                        })
-                        .collect();
-                    sink.send_head(&head)?;
-                    sink.finish()?;
-                }
-                return Ok(Outcome {
-                    status,
-                    summary: format!("{status} after running the script: {}", verdict.rule),
-                    body_bytes: 0,
-                    complete: true,
-                });
-            }
-        }
+fn pass_through(plan: &Plan, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> {
+    let method = ex.request.method();
+    let output = start(plan, &[], ex)?;
+    let conditions = Conditions::from_request(ex.request, SystemTime::now());
+    let applies = output.head.status == 200 && method.is_get_or_head() && !conditions.is_empty();
+    let own =
+        validators::from_script_headers(output.head.get("ETag"), output.head.get("Last-Modified"));
+    if !applies || !preconditions::has_validators(&own) {
+        return send(output, Coding::Identity, &method, ex);
     }
-    let head = response_head(&output.head);
-    send(output, head, Coding::Identity, &method, sink, progress)
+    let verdict = preconditions::evaluate(&conditions, &own, &method);
+    let Some(status) = verdict.decision.status() else {
+        return send(output, Coding::Identity, &method, ex);
+    };
+    let mut head = ResponseHead::new(status);
+    head.headers = output
+        .head
+        .headers
+        .iter()
+        .filter(|(n, _)| {
+            NOT_MODIFIED_HEADERS
+                .iter()
+                .any(|h| n.eq_ignore_ascii_case(h))
+        })
+        .cloned()
+        .collect();
+    finish_silently(output, plan)?;
+    if status == 412 {
+        send_text(ex.sink, 412, "412 Precondition Failed\n")?;
+    } else {
+        ex.sink.send_head(&head)?;
+        ex.sink.finish()?;
+    }
+    Ok(Outcome {
+        status,
+        summary: format!("{status} after running the script: {}", verdict.rule),
+        body_bytes: 0,
+        complete: true,
+    })
 }
 
 /// Resolves interpreter, timeout and command line (sidecar, command line, environment).
@@ -532,16 +519,12 @@ pub fn parse_probe_answer(output: &[u8]) -> Option<SystemTime> {
 /// Starts the script and reads its head and as much body as fits the buffer.
 fn start(
     plan: &Plan,
-    request: &Request,
     extra: &[(&str, OsString)],
-    body: &mut dyn RequestBody,
-    errors: &ErrorOutput,
-    abort: &AbortHandle,
-    progress: &mut Progress,
+    ex: &mut Exchange<'_>,
 ) -> Result<Output, Failure> {
-    let command = plan.command_for(request, extra);
-    progress.input_taken = true;
-    let mut running = plan.spawn(&command, body.take_input(), errors, abort)?;
+    let command = plan.command_for(ex.request, extra);
+    ex.progress.input_taken = true;
+    let mut running = plan.spawn(&command, ex.body.take_input(), ex.errors, ex.abort)?;
     let mut buffered = Vec::with_capacity(8 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     let mut at_eof = false;
@@ -605,34 +588,34 @@ fn finish_silently(mut output: Output, plan: &Plan) -> Result<(), Failure> {
 /// Sends the head and body: whole with a Content-Length when buffered, streamed otherwise.
 fn send(
     mut output: Output,
-    mut head: ResponseHead,
     coding: Coding,
     method: &Method,
-    sink: &mut dyn ResponseSink,
-    progress: &mut Progress,
+    ex: &mut Exchange<'_>,
 ) -> Result<Outcome, Failure> {
+    let head = &mut output.head;
     let status = head.status;
     let is_head = *method == Method::Head;
+    let progress = &mut ex.progress;
     if output.complete {
         let body = encoding::encode_all(coding, &output.buffered)?;
         head.remove(&["Content-Length"]);
         head.push("Content-Length", body.len().to_string());
-        sink.send_head(&head)?;
+        ex.sink.send_head(head)?;
         progress.head_sent = true;
         if !is_head {
-            sink.send_body(&body)?;
+            ex.sink.send_body(&body)?;
             progress.body_bytes = body.len() as u64;
         }
-        sink.finish()?;
+        ex.sink.finish()?;
         return Ok(ran(status, progress.body_bytes, true));
     }
     if coding != Coding::Identity {
         head.remove(&["Content-Length"]);
     }
-    sink.send_head(&head)?;
+    ex.sink.send_head(head)?;
     progress.head_sent = true;
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut writer = BodyWriter::new(sink);
+    let mut writer = BodyWriter::new(&mut *ex.sink);
     let result = if is_head {
         drain(&mut output.running, &mut chunk)
     } else {
@@ -646,7 +629,7 @@ fn send(
     } else if !complete {
         eprintln!("http-conditional: script failed after its response started: {exit:?}");
     }
-    sink.finish()?;
+    ex.sink.finish()?;
     Ok(ran(status, progress.body_bytes, complete))
 }
 
@@ -674,15 +657,6 @@ fn stream(
 fn drain(running: &mut RunningScript, chunk: &mut [u8]) -> Result<(), RunError> {
     while running.read(chunk)? > 0 {}
     Ok(())
-}
-
-/// The response head from a script's head.
-fn response_head(head: &CgiHead) -> ResponseHead {
-    ResponseHead {
-        status: head.status,
-        reason: head.reason.clone(),
-        headers: head.headers.clone(),
-    }
 }
 
 fn answered(status: u16, rule: Rule) -> Outcome {

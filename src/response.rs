@@ -38,6 +38,11 @@ impl ResponseHead {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// Whether a header is present.
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
     /// Removes every header with one of these names.
     pub fn remove(&mut self, names: &[&str]) {
         self.headers

@@ -42,13 +42,16 @@ pub enum Input {
     Stream(Box<dyn Read + Send>),
 }
 
+/// Receives chunks of a script's stderr.
+pub type StderrSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 /// Where the script's stderr goes.
 #[derive(Clone)]
 pub enum ErrorOutput {
     /// The wrapper's own stderr (CGI mode: the server's error log).
     Inherit,
     /// Each chunk handed to a callback (FastCGI: FCGI_STDERR records).
-    Capture(Arc<dyn Fn(&[u8]) + Send + Sync>),
+    Capture(StderrSink),
 }
 
 /// Why reading from a running script stopped early.
@@ -97,7 +100,7 @@ pub struct RunningScript {
     child: Child,
     process_group: i32,
     stdout: ChildStdout,
-    stderr: Option<(ChildStderr, Arc<dyn Fn(&[u8]) + Send + Sync>)>,
+    stderr: Option<(ChildStderr, StderrSink)>,
     pidfd: Option<OwnedFd>,
     deadline: Instant,
     exit: Option<ExitStatus>,
