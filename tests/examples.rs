@@ -13,9 +13,14 @@ fn article_has_its_sidecar_date_public_cache_and_gzip() {
     let dir = TempDir::new("ex");
     let ex = dir.examples();
     set_mtime(&ex.join("article.cgi"), 1_700_000_000);
-    let r = Cgi::new(&ex.join("article.cgi")).header("ACCEPT_ENCODING", "gzip").run();
+    let r = Cgi::new(&ex.join("article.cgi"))
+        .header("ACCEPT_ENCODING", "gzip")
+        .run();
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("Last-Modified"), Some("Wed, 01 May 2024 12:00:00 GMT"));
+    assert_eq!(
+        r.header("Last-Modified"),
+        Some("Wed, 01 May 2024 12:00:00 GMT")
+    );
     assert_eq!(r.header("Cache-Control"), Some("public, max-age=60"));
     assert_eq!(r.header("Content-Encoding"), Some("gzip"));
     let again = Cgi::new(&ex.join("article.cgi"))
@@ -35,12 +40,19 @@ fn label_png_follows_its_text_file() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("Content-Type"), Some("image/png"));
     assert!(r.body.starts_with(b"\x89PNG\r\n\x1a\n"));
-    assert_eq!(r.header("Last-Modified"), Some("Tue, 14 Nov 2023 22:15:00 GMT"));
-    let cached = Cgi::new(&ex.join("label.cgi")).header("IF_NONE_MATCH", r.header("ETag").unwrap()).run();
+    assert_eq!(
+        r.header("Last-Modified"),
+        Some("Tue, 14 Nov 2023 22:15:00 GMT")
+    );
+    let cached = Cgi::new(&ex.join("label.cgi"))
+        .header("IF_NONE_MATCH", r.header("ETag").unwrap())
+        .run();
     assert_eq!(cached.status, 304);
     std::fs::write(ex.join("label.txt"), "NEW TEXT").unwrap();
     set_mtime(&ex.join("label.txt"), 1_700_000_200);
-    let changed = Cgi::new(&ex.join("label.cgi")).header("IF_NONE_MATCH", r.header("ETag").unwrap()).run();
+    let changed = Cgi::new(&ex.join("label.cgi"))
+        .header("IF_NONE_MATCH", r.header("ETag").unwrap())
+        .run();
     assert_eq!(changed.status, 200);
     assert_ne!(changed.body, r.body, "a new label is drawn");
 }
@@ -57,7 +69,9 @@ fn feed_sends_only_items_newer_than_the_clients_copy() {
     assert!(all.text().contains("&amp; fresh &lt;markup&gt;"));
     assert!(all.header("Cache-Control").unwrap().starts_with("private"));
     // 2024-06-21T08:00:00Z is item 3's time: two items are newer.
-    let newer = Cgi::new(&feed).header("IF_MODIFIED_SINCE", "Fri, 21 Jun 2024 08:00:00 GMT").run();
+    let newer = Cgi::new(&feed)
+        .header("IF_MODIFIED_SINCE", "Fri, 21 Jun 2024 08:00:00 GMT")
+        .run();
     assert_eq!(newer.status, 200);
     assert_eq!(newer.text().matches("<item>").count(), 2);
     let last = all.header("Last-Modified").unwrap().to_string();
@@ -67,7 +81,9 @@ fn feed_sends_only_items_newer_than_the_clients_copy() {
 
 #[test]
 fn php_page_probe_under_php_cgi() {
-    let Some(php) = require("php-cgi") else { return };
+    let Some(php) = require("php-cgi") else {
+        return;
+    };
     let dir = TempDir::new("ex");
     let ex = dir.examples();
     let news = ex.join("news.php");
@@ -76,7 +92,9 @@ fn php_page_probe_under_php_cgi() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("Last-Modified"), Some(NEWS_UPDATED));
     assert!(r.text().contains("<li>Library opening hours extended</li>"));
-    let cached = Cgi::new(&news).header("IF_NONE_MATCH", r.header("ETag").unwrap()).run();
+    let cached = Cgi::new(&news)
+        .header("IF_NONE_MATCH", r.header("ETag").unwrap())
+        .run();
     assert_eq!(cached.status, 304);
 
     // A PHP page of our own proves the page itself does not run for a 304.
@@ -93,7 +111,10 @@ fn php_page_probe_under_php_cgi() {
     dir.sidecar("count.php", r#"{"probe": true}"#);
     let r = Cgi::new(&page).env("CONDITIONAL_INTERPRETER", &php).run();
     assert_eq!((r.status, r.text().as_str()), (200, "counted page"));
-    assert_eq!(r.header("Last-Modified"), Some("Tue, 14 Nov 2023 22:13:20 GMT"));
+    assert_eq!(
+        r.header("Last-Modified"),
+        Some("Tue, 14 Nov 2023 22:13:20 GMT")
+    );
     let r = Cgi::new(&page)
         .env("CONDITIONAL_INTERPRETER", &php)
         .header("IF_MODIFIED_SINCE", "Tue, 14 Nov 2023 22:13:20 GMT")
@@ -104,7 +125,9 @@ fn php_page_probe_under_php_cgi() {
 
 #[test]
 fn php_session_page_gets_a_new_etag_when_the_session_changes() {
-    let Some(_php) = require("php-cgi") else { return };
+    let Some(_php) = require("php-cgi") else {
+        return;
+    };
     let dir = TempDir::new("ex");
     let ex = dir.examples();
     let sessions = dir.join("sessions");
