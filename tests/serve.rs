@@ -111,7 +111,8 @@ fn write_fixtures(dir: &TempDir) {
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\n\
          for v in SCRIPT_NAME PATH_INFO QUERY_STRING REQUEST_METHOD HTTP_X_TEST SERVER_PORT; do\n\
          eval \"echo $v=\\$$v\"; done\n\
-         [ -n \"$PATH\" ] && echo PATH=set\n",
+         [ -n \"$PATH\" ] && echo PATH=set\n\
+         printf 'first complaint\\nsecond, unterminated' >&2\n",
         true,
     );
     dir.write(
@@ -514,6 +515,9 @@ fn path_info_and_query_string_reach_the_script() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
     }
+    // The script's stderr reaches the server's, line by line, with the script's name.
+    server.log_line(&["/sub/env.cgi: first complaint"]);
+    server.log_line(&["/sub/env.cgi: second, unterminated"]);
 }
 
 #[test]
