@@ -345,3 +345,23 @@ fn a_client_leaving_mid_response_kills_the_script() {
     );
     assert_eq!(site.get("/hello.cgi", &[]).text(), "hello\n");
 }
+
+#[test]
+fn many_requests_over_kept_upstream_connections_all_succeed() {
+    let Some(site) = Site::start("nginx-many") else {
+        return;
+    };
+    site.counted_page("page.cgi", DECLARED);
+    let etag = site.get("/page.cgi", &[]).header("ETag").unwrap().to_string();
+    // nginx reuses its upstream connections (keepalive, fastcgi_keep_conn): a request that
+    // follows an END_REQUEST at once must be taken as the next request, never as a second
+    // request in parallel (which would be answered FCGI_CANT_MPX_CONN, a 502).
+    for i in 0..300 {
+        let reply = match i % 3 {
+            0 => site.get("/page.cgi", &[]),
+            _ => site.get("/page.cgi", &[("If-None-Match", &etag)]),
+        };
+        let want = if i % 3 == 0 { 200 } else { 304 };
+        assert_eq!(reply.status, want, "request {i}: {}", site.diagnose());
+    }
+}

@@ -230,11 +230,8 @@ pub(crate) async fn accept_loop(
     let mut full_log = RateLimitedLog::default();
     let mut error_log = RateLimitedLog::default();
     loop {
-        if *stop.borrow() {
-            return;
-        }
         let accepted = tokio::select! {
-            _ = stop.changed() => continue,
+            () = connection::stopped(&mut stop) => return,
             accepted = listener.accept() => accepted,
         };
         let conn = match accepted {
@@ -247,7 +244,7 @@ pub(crate) async fn accept_loop(
                 backoff = (backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
                 error_log.log(format_args!("accept failed: {e}; pausing {backoff:?}"));
                 tokio::select! {
-                    _ = stop.changed() => {}
+                    () = connection::stopped(&mut stop) => return,
                     () = tokio::time::sleep(backoff) => {}
                 }
                 continue;

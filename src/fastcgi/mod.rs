@@ -13,6 +13,7 @@
 pub mod codec;
 pub mod connection;
 pub mod listener;
+mod records;
 pub mod request;
 
 use std::path::PathBuf;

@@ -91,6 +91,10 @@ pub struct Started {
     pub abort: AbortHandle,
     /// The blocking task; it has queued END_REQUEST when it ends.
     pub task: JoinHandle<()>,
+    /// Set just before END_REQUEST is queued: a record that arrives after it (the web
+    /// server's next BEGIN_REQUEST) may find the task not quite returned, and must wait for
+    /// it rather than take the connection for multiplexing.
+    pub ending: Arc<AtomicBool>,
 }
 
 /// The script a request names: SCRIPT_FILENAME, else DOCUMENT_ROOT + SCRIPT_NAME.
@@ -118,19 +122,27 @@ pub fn start(
 ) -> Started {
     let (stdin, stdin_rx) = mpsc::channel(service.limits.stdin_queue.max(1));
     let abort = AbortHandle::new();
+    let ending = Arc::new(AtomicBool::new(false));
     let service = Arc::clone(service);
-    let job_abort = abort.clone();
+    let (job_abort, job_ending) = (abort.clone(), Arc::clone(&ending));
     let task = tokio::task::spawn_blocking(move || {
+        let request = Request::new(params);
         run_job(
             &service,
             id,
-            Request::new(params),
+            request,
             stdin_rx,
             &job_abort,
+            &job_ending,
             out,
         );
     });
-    Started { stdin, abort, task }
+    Started {
+        stdin,
+        abort,
+        task,
+        ending,
+    }
 }
 
 fn run_job(
@@ -139,6 +151,7 @@ fn run_job(
     request: Request,
     stdin: mpsc::Receiver<Bytes>,
     abort: &AbortHandle,
+    ending: &AtomicBool,
     out: mpsc::Sender<Frame>,
 ) {
     let mut body = StdinBody {
@@ -187,6 +200,7 @@ fn run_job(
     drop(body);
     drop(errors);
     let stderr_used = stderr_used.load(Ordering::SeqCst);
+    ending.store(true, Ordering::SeqCst);
     sink.end(outcome.complete, stderr_used);
 }
 

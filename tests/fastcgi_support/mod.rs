@@ -2,21 +2,16 @@
 //! nginx started on a temp prefix with the shipped nginx-conf/ files, and a raw HTTP client.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod http;
 pub mod nginx;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+pub use client::{Client, Reply};
+
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use bytes::BytesMut;
-use http_conditional::fastcgi::codec::{
-    BEGIN_REQUEST, END_REQUEST, PARAMS, RESPONDER, STDERR, STDIN, STDOUT, decode_server_records,
-    encode_client_record, encode_pairs, parse_end_request,
-};
 
 use crate::common::{self, Spawned, TempDir};
 
@@ -161,209 +156,6 @@ pub fn proc_status_field(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A raw FastCGI client over a unix or TCP stream.
-pub struct Client {
-    pub stream: Box<dyn Stream>,
-    pub buf: BytesMut,
-}
-
-pub trait Stream: Read + Write + Send {
-    fn shutdown_write(&self);
-    fn set_timeout(&self, limit: Duration);
-}
-
-impl Stream for UnixStream {
-    fn shutdown_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-    fn set_timeout(&self, limit: Duration) {
-        let _ = self.set_read_timeout(Some(limit));
-        let _ = self.set_write_timeout(Some(limit));
-    }
-}
-
-impl Stream for TcpStream {
-    fn shutdown_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-    fn set_timeout(&self, limit: Duration) {
-        let _ = self.set_read_timeout(Some(limit));
-        let _ = self.set_write_timeout(Some(limit));
-    }
-}
-
-/// What a request got back.
-#[derive(Debug, Default)]
-pub struct Reply {
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    /// (appStatus, protocolStatus) of END_REQUEST.
-    pub end: Option<(u32, u8)>,
-    /// STDOUT records received, with their lengths (for "no empty record before the end").
-    pub stdout_records: Vec<usize>,
-}
-
-impl Reply {
-    pub fn status(&self) -> u16 {
-        common::parse_cgi_output(&self.stdout).0
-    }
-
-    pub fn parsed(&self) -> (u16, Vec<(String, String)>, Vec<u8>) {
-        common::parse_cgi_output(&self.stdout)
-    }
-
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.parsed()
-            .1
-            .into_iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    }
-
-    pub fn body(&self) -> Vec<u8> {
-        self.parsed().2
-    }
-}
-
-impl Client {
-    pub fn unix(path: &Path) -> Client {
-        let stream = UnixStream::connect(path).expect("connect to the responder");
-        stream.set_timeout(PATIENCE);
-        Client {
-            stream: Box::new(stream),
-            buf: BytesMut::new(),
-        }
-    }
-
-    pub fn tcp(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect to the responder");
-        stream.set_timeout(PATIENCE);
-        Client {
-            stream: Box::new(stream),
-            buf: BytesMut::new(),
-        }
-    }
-
-    /// Sends raw bytes; errors (the responder closed) are returned, not fatal.
-    pub fn raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)
-    }
-
-    /// Sends one stream's content as records (split at 65535; empty = end of stream).
-    pub fn record(&mut self, record_type: u8, id: u16, content: &[u8]) -> std::io::Result<()> {
-        let mut out = BytesMut::new();
-        encode_client_record(record_type, id, content, &mut out);
-        self.raw(&out)
-    }
-
-    pub fn begin(&mut self, id: u16, keep_conn: bool) -> std::io::Result<()> {
-        self.begin_role(id, RESPONDER, keep_conn)
-    }
-
-    pub fn begin_role(&mut self, id: u16, role: u16, keep_conn: bool) -> std::io::Result<()> {
-        let [a, b] = role.to_be_bytes();
-        self.record(
-            BEGIN_REQUEST,
-            id,
-            &[a, b, u8::from(keep_conn), 0, 0, 0, 0, 0],
-        )
-    }
-
-    /// Sends the params as one stream (and its end).
-    pub fn params<N: AsRef<[u8]>, V: AsRef<[u8]>>(
-        &mut self,
-        id: u16,
-        pairs: &[(N, V)],
-    ) -> std::io::Result<()> {
-        let mut enc = BytesMut::new();
-        encode_pairs(pairs, &mut enc);
-        self.record(PARAMS, id, &enc)?;
-        self.record(PARAMS, id, b"")
-    }
-
-    /// A whole request: BEGIN, params, stdin (and its end).
-    pub fn send_request(
-        &mut self,
-        id: u16,
-        keep_conn: bool,
-        pairs: &[(&str, &str)],
-        body: &[u8],
-    ) -> std::io::Result<()> {
-        self.begin(id, keep_conn)?;
-        self.params(id, pairs)?;
-        if !body.is_empty() {
-            self.record(STDIN, id, body)?;
-        }
-        self.record(STDIN, id, b"")
-    }
-
-    /// Reads records until END_REQUEST for `id` (or EOF / timeout, leaving `end` None).
-    pub fn read_reply(&mut self, id: u16) -> Reply {
-        let mut reply = Reply::default();
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            let records = decode_server_records(&mut self.buf).expect("well-formed records");
-            for (t, rid, content) in records {
-                assert_eq!(rid, id, "record for another request id: type {t}");
-                match t {
-                    STDOUT => {
-                        reply.stdout_records.push(content.len());
-                        reply.stdout.extend_from_slice(&content);
-                    }
-                    STDERR => reply.stderr.extend_from_slice(&content),
-                    END_REQUEST => {
-                        reply.end = parse_end_request(&content);
-                        return reply;
-                    }
-                    other => panic!("unexpected record type {other}"),
-                }
-            }
-            match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return reply,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
-    /// Reads any records (type, id, content) until `count` arrived or EOF / timeout.
-    pub fn read_records(&mut self, count: usize) -> Vec<(u8, u16, Vec<u8>)> {
-        let mut got = Vec::new();
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            for (t, id, c) in decode_server_records(&mut self.buf).expect("well-formed records") {
-                got.push((t, id, c.to_vec()));
-            }
-            if got.len() >= count {
-                return got;
-            }
-            match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return got,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
-    /// True when the responder closed the connection (EOF) within `limit`.
-    pub fn closed_within(&mut self, limit: Duration) -> bool {
-        self.stream.set_timeout(limit);
-        let mut chunk = [0u8; 4096];
-        let start = Instant::now();
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(_) if start.elapsed() < limit => continue,
-                Ok(_) => return false,
-                Err(e) => {
-                    return !matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    );
-                }
-            }
-        }
-    }
-}
-
 /// The params nginx would send for `GET /NAME` under `root`.
 pub fn cgi_params(root: &Path, name: &str) -> Vec<(String, String)> {
     vec![
@@ -450,4 +242,38 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 /// Processes (other than `ps` itself) whose command line contains `marker`.
 pub fn leftovers(marker: &str) -> Vec<String> {
     common::processes_matching(marker)
+}
+
+/// A folder with the usual scripts and a responder serving it.
+pub fn setup(label: &str, flags: &[&str]) -> (TempDir, Responder) {
+    let dir = TempDir::new(label);
+    write_scripts(&dir);
+    let responder = Responder::start(&dir.path, &dir.join("hc.sock"), flags);
+    (dir, responder)
+}
+
+/// A script that prints its head and some body, then waits on a background child whose
+/// program path (a copy of sleep inside the temp folder) shows up in `ps`.
+pub fn write_slow_script(dir: &TempDir) -> String {
+    let sleeper = dir.join("sleeper");
+    std::fs::copy("/bin/sleep", &sleeper).unwrap();
+    dir.write(
+        "slow.cgi",
+        format!(
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nhead -c 300000 /dev/zero\n\
+             {} 30 &\nwait\ntouch {}\n",
+            sleeper.display(),
+            dir.join("finished").display()
+        ),
+        true,
+    );
+    sleeper.display().to_string()
+}
+
+pub fn assert_no_leftovers(marker: &str) {
+    assert!(
+        eventually(Duration::from_secs(5), || leftovers(marker).is_empty()),
+        "script processes left: {:?}",
+        leftovers(marker)
+    );
 }
