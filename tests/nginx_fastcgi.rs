@@ -352,7 +352,11 @@ fn many_requests_over_kept_upstream_connections_all_succeed() {
         return;
     };
     site.counted_page("page.cgi", DECLARED);
-    let etag = site.get("/page.cgi", &[]).header("ETag").unwrap().to_string();
+    let etag = site
+        .get("/page.cgi", &[])
+        .header("ETag")
+        .unwrap()
+        .to_string();
     // nginx reuses its upstream connections (keepalive, fastcgi_keep_conn): a request that
     // follows an END_REQUEST at once must be taken as the next request, never as a second
     // request in parallel (which would be answered FCGI_CANT_MPX_CONN, a 502).
