@@ -754,3 +754,35 @@ fn stderr_of_a_page_that_dies_before_any_output_is_logged() {
         );
     }
 }
+
+/// CONDITIONAL_TIMEOUT counts on the handler's location; set on the pages' folder, Action
+/// renames it REDIRECT_CONDITIONAL_TIMEOUT and the wrapper keeps its default.
+#[test]
+fn settings_belong_on_the_handler_location_not_the_pages_folder() {
+    let extra = "<Location \"/http-conditional-bin/\">\n    SetEnv CONDITIONAL_TIMEOUT 1\n</Location>\n\
+                 <Directory \"{root}/php\">\n    SetEnv CONDITIONAL_TIMEOUT 1\n</Directory>\n";
+    let Some(apache) = Apache::start("settings", Mpm::EventCgid, &CGI_SNIPPETS, extra) else {
+        return;
+    };
+    apache.write(
+        "legacy/slow.cgi",
+        "#!/bin/sh\nsleep 3\nprintf 'Content-Type: text/plain\\n\\nlate\\n'\n",
+        true,
+    );
+    let started = Instant::now();
+    let on_handler = apache.get("/legacy/slow.cgi");
+    assert_eq!(on_handler.status, 504, "{on_handler:?}");
+    assert!(started.elapsed() < Duration::from_millis(2500));
+
+    if !have_php() {
+        return;
+    }
+    apache.write(
+        "php/slow.php",
+        "<?php\nsleep(2);\necho 'renamed=', getenv('REDIRECT_CONDITIONAL_TIMEOUT'), \"\\n\";\n",
+        false,
+    );
+    let on_folder = apache.get("/php/slow.php");
+    assert_eq!(on_folder.status, 200, "{on_folder:?}");
+    assert_eq!(on_folder.text().trim(), "renamed=1");
+}
