@@ -261,7 +261,8 @@ fn declared(plan: &Plan, sidecar: &Sidecar, ex: &mut Exchange<'_>) -> Result<Out
 }
 
 impl Representation {
-    /// Adds ETag (of the variant for `coding`), Last-Modified, the cache policy and Vary.
+    /// Adds ETag (of the variant for `coding`), Last-Modified, the cache policy and Vary: the
+    /// headers a 304 and a 200 share (Content-Encoding belongs to the 200's body alone).
     pub fn apply(&self, head: &mut ResponseHead, coding: Coding, now: SystemTime) {
         let validators = &self.derivation.validators;
         if let Some(etag) = &validators.etag {
@@ -276,10 +277,6 @@ impl Representation {
         }
         for (name, value) in self.policy.headers(now) {
             head.push(name, value);
-        }
-        if let Some(token) = coding.token() {
-            head.remove(&["Content-Length"]);
-            head.push("Content-Encoding", token);
         }
         let mut vary = Vec::new();
         if self.compress {
@@ -596,6 +593,10 @@ fn send(
     let status = head.status;
     let is_head = *method == Method::Head;
     let progress = &mut ex.progress;
+    if let Some(token) = coding.token() {
+        head.remove(&["Content-Length"]);
+        head.push("Content-Encoding", token);
+    }
     if output.complete {
         let body = encoding::encode_all(coding, &output.buffered)?;
         head.remove(&["Content-Length"]);
@@ -608,9 +609,6 @@ fn send(
         }
         ex.sink.finish()?;
         return Ok(ran(status, progress.body_bytes, true));
-    }
-    if coding != Coding::Identity {
-        head.remove(&["Content-Length"]);
     }
     ex.sink.send_head(head)?;
     progress.head_sent = true;

@@ -249,12 +249,23 @@ impl RunningScript {
         self.exit.ok_or(RunError::Aborted)
     }
 
-    /// Kills the script's whole process group and reaps the script.
+    /// Kills the script's whole process group and reaps the script. Once the script has been
+    /// reaped its id may be reused, so nothing is signalled any more.
     pub fn kill(&mut self) {
-        kill_group(self.process_group);
         if self.exit.is_none() {
-            self.exit = self.child.wait().ok();
+            kill_group(self.process_group);
+            let status = self.child.wait().ok();
+            self.record_exit(status);
         }
+    }
+
+    /// Notes the script's exit; the abort handle forgets the process group at once, so a late
+    /// abort cannot signal a reused id.
+    fn record_exit(&mut self, status: Option<ExitStatus>) {
+        if status.is_some() {
+            self.abort.inner.process_group.store(0, Ordering::SeqCst);
+        }
+        self.exit = status;
     }
 
     /// Blocks until stdout is readable (when `want_stdout`), stderr has data, the script exits,
@@ -294,7 +305,8 @@ impl RunningScript {
         }
         self.drain_stderr();
         if self.exit.is_none() {
-            self.exit = self.child.try_wait().map_err(RunError::Io)?;
+            let status = self.child.try_wait().map_err(RunError::Io)?;
+            self.record_exit(status);
         }
         Ok(())
     }

@@ -147,6 +147,11 @@ fn gzip_and_deflate_by_q_value_with_distinct_etags_and_content_length() {
             .run();
         assert_eq!(r.status, 304, "{tag}");
         assert_eq!(r.header("ETag"), gz.header("ETag"));
+        assert_eq!(
+            r.header("Content-Encoding"),
+            None,
+            "a 304 has no body to encode"
+        );
         assert_eq!(r.header("Vary"), Some("Accept-Encoding"));
     }
 }
