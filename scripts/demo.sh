@@ -20,12 +20,20 @@ etag=$(printf '%s\n' "$first" | tr -d '\r' | sed -n 's/^ETag: //p')
 echo "== CGI mode: again with If-None-Match: $etag (the script does not run) =="
 cgi HTTP_IF_NONE_MATCH="$etag"
 
-port=${PORT:-18080}
+log=$(mktemp)
+server=
+trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
+# The first free port from 18080 on: a port taken by something else makes serve exit at once.
+for port in $(seq "${PORT:-18080}" 18120); do
+  "$bin" serve --root examples --listen "127.0.0.1:$port" 2>"$log" &
+  server=$!
+  for _ in $(seq 50); do
+    kill -0 "$server" 2>/dev/null || break
+    curl -s -o /dev/null "http://127.0.0.1:$port/" && break 2
+    sleep 0.1
+  done
+done
 echo "== serve --root examples on 127.0.0.1:$port =="
-"$bin" serve --root examples --listen "127.0.0.1:$port" 2>/tmp/http-conditional-demo.log &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 echo "-- GET /article.cgi"
 curl -s -D - -o /dev/null "http://127.0.0.1:$port/article.cgi"
 etag=$(curl -s -D - -o /dev/null "http://127.0.0.1:$port/article.cgi" | tr -d '\r' | sed -n 's/^[Ee][Tt]ag: //p')
@@ -34,4 +42,4 @@ curl -s -D - -o /dev/null -H "If-None-Match: $etag" "http://127.0.0.1:$port/arti
 echo "-- GET /article.cgi with Accept-Encoding: gzip"
 curl -s -D - -o /dev/null -H 'Accept-Encoding: gzip' "http://127.0.0.1:$port/article.cgi"
 echo "-- the server's log"
-cat /tmp/http-conditional-demo.log
+cat "$log"
