@@ -5,7 +5,9 @@
 #   (b) the same page through http-conditional as the Action handler (apache-conf/
 #       action-cgi.conf as shipped, paths replaced), declared by a sidecar;
 #   (c) php-cgi under Action running the original httpConditional() logic
-#       (bench/original/conditional.php) for the same 20 KB answer.
+#       (bench/original/conditional.php) for the same 20 KB answer;
+#   (d) for comparison, the same page through the FastCGI responder behind mod_proxy_fcgi
+#       (apache-conf/fastcgi.conf as shipped): no wrapper process per request.
 # Each case: a plain GET (200) and a GET with the matching If-None-Match (304).
 # Prints a markdown section on stdout. DURATION (default 5s) and CONNECTIONS (default 16).
 set -euo pipefail
@@ -25,7 +27,13 @@ bin=${CARGO_TARGET_DIR:-$repo/target}/release/http-conditional
 work=$(mktemp -d /tmp/hc-bench-apache.XXXXXX)
 chmod 755 "$work"
 apache_pid=
+responder_pid=
 cleanup() {
+  if [ -n "$responder_pid" ]; then
+    kill -TERM "$responder_pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$responder_pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$responder_pid" 2>/dev/null || true
+  fi
   if [ -n "$apache_pid" ]; then
     kill -TERM "$apache_pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$apache_pid" 2>/dev/null || break; sleep 0.05; done
@@ -34,7 +42,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-mkdir -p "$work"/{conf,run,logs,htdocs,lib,legacy,direct,original,php-bin}
+mkdir -p "$work"/{conf,run,logs,htdocs,lib,legacy,direct,original,php-bin,fcgi,fcgi-run}
 
 # The page: 20 KB of HTML from a sh heredoc, with its own validators for case (a).
 page() {
@@ -45,12 +53,13 @@ page() {
   for _ in $(seq 400); do echo '<p>The same twenty kilobytes as the shell page.</p>'; done
   echo 'HTML'
 }
-for dir in direct legacy; do
+for dir in direct legacy fcgi; do
   page > "$work/$dir/page.cgi"
   chmod 755 "$work/$dir/page.cgi"
   touch -d @1700000000 "$work/$dir/page.cgi"
 done
 echo '{"cache_seconds": 0}' > "$work/legacy/page.cgi.conditional.json"
+cp "$work/legacy/page.cgi.conditional.json" "$work/fcgi/"
 cp bench/original/conditional.php "$work/original/page.php"
 touch -d @1700000000 "$work/original/page.php"
 cp "$bin" "$work/lib/http-conditional"
@@ -59,8 +68,15 @@ ln -s "$(command -v php-cgi)" "$work/php-bin/php-cgi"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 sed -e "s#/usr/lib/http-conditional#$work/lib#g" -e "s#/var/www/legacy#$work/legacy#g" \
   apache-conf/action-cgi.conf > "$work/conf/action-cgi.conf"
+sed -e "s#/var/www/fcgi#$work/fcgi#g" -e "s#/run/http-conditional.sock#$work/fcgi-run/http-conditional.sock#g" \
+  apache-conf/fastcgi.conf > "$work/conf/fastcgi.conf"
 user_lines=
-if [ "$(id -u)" = 0 ]; then user_lines=$'User www-data\nGroup www-data'; fi
+as_server_user=()
+if [ "$(id -u)" = 0 ]; then
+  user_lines=$'User www-data\nGroup www-data'
+  as_server_user=(setpriv --reuid=www-data --regid=www-data --clear-groups)
+  chown www-data:www-data "$work/fcgi-run"
+fi
 cat > "$work/conf/httpd.conf" <<EOF
 ServerRoot "$work"
 PidFile "$work/run/httpd.pid"
@@ -79,6 +95,8 @@ LoadModule mime_module $modules/mod_mime.so
 LoadModule alias_module $modules/mod_alias.so
 LoadModule actions_module $modules/mod_actions.so
 LoadModule env_module $modules/mod_env.so
+LoadModule proxy_module $modules/mod_proxy.so
+LoadModule proxy_fcgi_module $modules/mod_proxy_fcgi.so
 ScriptSock "$work/run/cgid.sock"
 TypesConfig /etc/mime.types
 DocumentRoot "$work/htdocs"
@@ -110,10 +128,16 @@ Alias /original/ "$work/original/"
     </FilesMatch>
     Require all granted
 </Directory>
+
+# (d) the FastCGI responder, as shipped.
+Include "$work/conf/fastcgi.conf"
 EOF
 # Its own session: on shutdown Apache signals its whole process group.
 setsid "$apache2" -d "$work" -f "$work/conf/httpd.conf" -DFOREGROUND >"$work/logs/stdout.log" 2>&1 &
 apache_pid=$!
+"${as_server_user[@]}" "$bin" fastcgi --root "$work/fcgi" --listen "unix:$work/fcgi-run/http-conditional.sock" \
+  2>"$work/logs/responder.log" &
+responder_pid=$!
 base=http://127.0.0.1:$port
 for _ in $(seq 100); do curl -s -o /dev/null "$base/" && break; sleep 0.1; done
 
@@ -122,10 +146,13 @@ status_of() { curl -s -o /dev/null -w '%{http_code}' "${@:2}" "$1"; }
 a_url=$base/direct/page.cgi
 b_url=$base/legacy/page.cgi
 c_url=$base/original/page.php
+d_url=$base/fcgi/page.cgi
+for _ in $(seq 100); do [ -S "$work/fcgi-run/http-conditional.sock" ] && break; sleep 0.05; done
 a_tag=$(etag_of "$a_url")
 b_tag=$(etag_of "$b_url")
 c_tag=$(etag_of "$c_url")
-for check in "$a_url|$a_tag" "$b_url|$b_tag" "$c_url|$c_tag"; do
+d_tag=$(etag_of "$d_url")
+for check in "$a_url|$a_tag" "$b_url|$b_tag" "$c_url|$c_tag" "$d_url|$d_tag"; do
   url=${check%%|*}
   tag=${check#*|}
   [ "$(status_of "$url")" = 200 ] || { echo "bench/apache.sh: $url is not 200" >&2; cat "$work/logs/error.log" >&2; exit 1; }
@@ -141,7 +168,9 @@ rps() {
   local errors
   errors=$(echo "$out" | sed -n 's/^ *\(Non-2xx or 3xx responses: [0-9]*\|Socket errors:.*\)$/\1/p' | tr '\n' ' ')
   [ -z "$errors" ] || echo "bench/apache.sh: $* : $errors" >&2
-  echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p'
+  local figure
+  figure=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
+  echo "${figure:-0}"
 }
 wrk -t2 -c"$connections" -d1s "$b_url" >/dev/null  # warm-up
 a200=$(rps "$a_url")
@@ -150,28 +179,36 @@ b200=$(rps "$b_url")
 b304=$(rps -H "If-None-Match: $b_tag" "$b_url")
 c200=$(rps "$c_url")
 c304=$(rps -H "If-None-Match: $c_tag" "$c_url")
+d200=$(rps "$d_url")
+d304=$(rps -H "If-None-Match: $d_tag" "$d_url")
 
-ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
-verdict() { python3 -c "import sys; print('met' if float(sys.argv[1]) >= float(sys.argv[2]) else 'NOT met')" "$1" "$2"; }
+ratio() { python3 -c "import sys; a, b = map(float, sys.argv[1:]); print(f'{a / b:.2f}' if b else 'n/a')" "$1" "$2"; }
+verdict() { python3 -c "import sys; r, t = sys.argv[1:]; print('met' if r != 'n/a' and float(r) >= float(t) else 'NOT met')" "$1" "$2"; }
 r_b304_a304=$(ratio "$b304" "$a304")
 r_b304_c304=$(ratio "$b304" "$c304")
 r_b200_a200=$(ratio "$b200" "$a200")
+r_d304_a304=$(ratio "$d304" "$a304")
+r_d200_a200=$(ratio "$d200" "$a200")
 
 cat <<EOF
 ## Apache httpd 2.4, event MPM + mod_cgid (bench/apache.sh)
 
-wrk, $connections connections, $duration per case, 127.0.0.1, $(nproc) cores. The page is a 20 KB sh
-script; (c) is php-cgi running the original library's logic (bench/original/conditional.php).
+wrk, $connections connections, $duration per case, 127.0.0.1, $(nproc) cores, load average
+$(cut -d' ' -f1 /proc/loadavg) at the end. The page is a 20 KB sh script; (c) is php-cgi running the
+original library's logic (bench/original/conditional.php).
 
 | Case | 200 req/s | 304 req/s |
 |------|----------:|----------:|
 | (a) mod_cgid runs the page directly (Apache's own 304, after running it) | $a200 | $a304 |
 | (b) http-conditional as the Action handler (304 without running the page) | $b200 | $b304 |
 | (c) php-cgi + original httpConditional() under Action | $c200 | $c304 |
+| (d) FastCGI responder behind mod_proxy_fcgi (no wrapper process per request) | $d200 | $d304 |
 
 | Ratio | Value | Target |
 |-------|------:|--------|
 | (b) 304 / (a) 304 | $r_b304_a304 | ≥ 1.5 ($(verdict "$r_b304_a304" 1.5)) |
 | (b) 304 / (c) 304 | $r_b304_c304 | ≥ 5 ($(verdict "$r_b304_c304" 5)) |
 | (b) 200 / (a) 200 | $r_b200_a200 | ≥ 0.8 ($(verdict "$r_b200_a200" 0.8)) |
+| (d) 304 / (a) 304 | $r_d304_a304 | (for comparison) |
+| (d) 200 / (a) 200 | $r_d200_a200 | (for comparison) |
 EOF
