@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::task::JoinHandle;
 
 use super::Service;
@@ -334,9 +335,20 @@ impl RequestBody for StdinBody {
     }
 
     fn take_input(&mut self) -> Input {
-        match self.reader.take() {
-            Some(reader) => Input::Stream(Box::new(reader)),
-            None => Input::Null,
+        let Some(mut reader) = self.reader.take() else {
+            return Input::Null;
+        };
+        if reader.current.is_empty() {
+            match reader.rx.try_recv() {
+                Ok(chunk) => reader.current = chunk,
+                // The body has already ended, empty (every GET through nginx): the script
+                // reads /dev/null, which spares a pipe and a feeder thread per request.
+                Err(TryRecvError::Disconnected) if !reader.abort.is_aborted() => {
+                    return Input::Null;
+                }
+                Err(_) => {}
+            }
         }
+        Input::Stream(Box::new(reader))
     }
 }

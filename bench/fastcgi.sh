@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# nginx on 127.0.0.1 in front of FastCGI back ends, side by side in one run, with wrk:
+#   (a) fcgiwrap running a 20 KB sh page (one child, as Debian ships it; and -c 2);
+#   (b) `http-conditional fastcgi` with the shipped nginx-conf/ block (paths and port replaced),
+#       the same page declared by a sidecar: 200, and 304 with If-None-Match;
+#   (c) php-cgi running the original library's logic (bench/original/conditional.php) for the
+#       same 20 KB answer: started per request by fcgiwrap (legacy CGI), and as a persistent
+#       FastCGI server (php-cgi -b, two children);
+#   (d) nginx serving the page as a static file: 200, and its own 304.
+# Also the responder's RSS before and after at least 100k requests.
+# Prints a markdown section on stdout. DURATION (default 5s) and CONNECTIONS (default 16).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+duration=${DURATION:-5s}
+connections=${CONNECTIONS:-16}
+for tool in nginx fcgiwrap wrk php-cgi curl python3; do
+  command -v "$tool" >/dev/null || { echo "bench/fastcgi.sh: $tool is required" >&2; exit 1; }
+done
+
+cargo build --release --quiet
+bin=${CARGO_TARGET_DIR:-$repo/target}/release/http-conditional
+
+work=$(mktemp -d /tmp/hc-bench-fastcgi.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work"/{www,plain,original,static,nginx/tmp,run}
+
+# The page: 20 KB of HTML from a sh heredoc (the same page as bench/cgi.sh).
+{
+  echo '#!/bin/sh'
+  echo "printf 'Content-Type: text/html; charset=utf-8\\n\\n'"
+  echo "cat <<'HTML'"
+  for _ in $(seq 400); do echo '<p>The same twenty kilobytes as the shell page.</p>'; done
+  echo 'HTML'
+} > "$work/plain/page.cgi"
+chmod 755 "$work/plain/page.cgi"
+cp "$work/plain/page.cgi" "$work/www/page.cgi"
+echo '{"cache_seconds": 0}' > "$work/www/page.cgi.conditional.json"
+touch -d @1700000000 "$work/www/page.cgi" "$work/plain/page.cgi"
+sh "$work/plain/page.cgi" | tail -n +3 > "$work/static/page.html"
+{ echo '#!/usr/bin/php-cgi'; cat bench/original/conditional.php; } > "$work/original/page.php"
+chmod 755 "$work/original/page.php"
+touch -d @1700000000 "$work/original/page.php" "$work/static/page.html"
+# One URL prefix per back end, all naming the same files.
+ln -s plain "$work/fcgiwrap1"; ln -s plain "$work/fcgiwrap2"
+ln -s original "$work/php-cgi"; ln -s original "$work/php-b"
+
+# Back ends, each on its own unix socket.
+start() { "$@" & pids+=($!); }
+start fcgiwrap -s "unix:$work/run/fcgiwrap1.sock"
+start fcgiwrap -c 2 -s "unix:$work/run/fcgiwrap2.sock"
+start fcgiwrap -c 2 -s "unix:$work/run/fcgiwrap-php.sock"
+start "$bin" fastcgi --root "$work/www" --listen "unix:$work/run/hc.sock"
+hc_pid=${pids[-1]}
+PHP_FCGI_CHILDREN=2 PHP_FCGI_MAX_REQUESTS=0 start php-cgi -b "$work/run/php.sock"
+for sock in fcgiwrap1 fcgiwrap2 fcgiwrap-php hc php; do
+  for _ in $(seq 100); do [ -S "$work/run/$sock.sock" ] && break; sleep 0.05; done
+done
+
+# nginx: the shipped server block for (b); a second server for the others.
+port_of() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+ours_port=$(port_of)
+other_port=$(port_of)
+sed -e "s#/etc/nginx/snippets/http-conditional-params.conf#$work/nginx/params.conf#" \
+    -e "s#/run/http-conditional/http-conditional.sock#$work/run/hc.sock#" \
+    -e "s#root /srv/www;#root $work/www;#" \
+    -e "s#listen 80;#listen 127.0.0.1:$ours_port;#" \
+    nginx-conf/http-conditional.conf > "$work/nginx/http-conditional.conf"
+cp nginx-conf/http-conditional-params.conf "$work/nginx/params.conf"
+user_line=
+if [ "$(id -u)" = 0 ]; then user_line='user root;'; fi
+cat > "$work/nginx/nginx.conf" <<EOF
+$user_line
+worker_processes auto;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    default_type text/html;
+    client_body_temp_path $work/nginx/tmp/body;
+    fastcgi_temp_path $work/nginx/tmp/fastcgi;
+    proxy_temp_path $work/nginx/tmp/proxy;
+    uwsgi_temp_path $work/nginx/tmp/uwsgi;
+    scgi_temp_path $work/nginx/tmp/scgi;
+    include $work/nginx/http-conditional.conf;
+    server {
+        listen 127.0.0.1:$other_port;
+        root $work;
+        location /fcgiwrap1/ {
+            fastcgi_pass unix:$work/run/fcgiwrap1.sock;
+            include $work/nginx/params.conf;
+        }
+        location /fcgiwrap2/ {
+            fastcgi_pass unix:$work/run/fcgiwrap2.sock;
+            include $work/nginx/params.conf;
+        }
+        location /php-cgi/ {
+            fastcgi_pass unix:$work/run/fcgiwrap-php.sock;
+            include $work/nginx/params.conf;
+        }
+        location /php-b/ {
+            fastcgi_pass unix:$work/run/php.sock;
+            include $work/nginx/params.conf;
+        }
+        location /static/ {
+        }
+    }
+}
+EOF
+start nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" \
+  -g "daemon off; pid $work/nginx/nginx.pid; error_log $work/nginx/error.log;"
+ours=http://127.0.0.1:$ours_port
+other=http://127.0.0.1:$other_port
+for _ in $(seq 100); do curl -s -o /dev/null "$other/static/page.html" && break; sleep 0.1; done
+
+etag_of() { curl -s -D - -o /dev/null "$1" | tr -d '\r' | sed -n 's/^[Ee][Tt]ag: //p'; }
+status_of() { curl -s -o /dev/null -w '%{http_code}' "${@:2}" "$1"; }
+fail() { echo "bench/fastcgi.sh: $*" >&2; cat "$work/nginx/error.log" >&2; exit 1; }
+b_url=$ours/page.cgi
+c1_url=$other/php-cgi/page.php
+c2_url=$other/php-b/page.php
+d_url=$other/static/page.html
+for url in "$other/fcgiwrap1/page.cgi" "$other/fcgiwrap2/page.cgi" "$b_url" "$c1_url" "$c2_url" "$d_url"; do
+  [ "$(status_of "$url")" = 200 ] || fail "$url is not 200"
+  [ "$(curl -s "$url" | wc -c)" -ge 20000 ] || fail "$url: body is short"
+done
+b_tag=$(etag_of "$b_url"); c1_tag=$(etag_of "$c1_url"); c2_tag=$(etag_of "$c2_url"); d_tag=$(etag_of "$d_url")
+for check in "$b_url|$b_tag" "$c1_url|$c1_tag" "$c2_url|$c2_tag" "$d_url|$d_tag"; do
+  url=${check%%|*}; tag=${check#*|}
+  [ -n "$tag" ] || fail "$url has no ETag"
+  [ "$(status_of "$url" -H "If-None-Match: $tag")" = 304 ] || fail "$url gives no 304"
+done
+
+rss() { sed -n "s/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$hc_pid/status"; }
+served=0
+errors_seen=
+# Sets RPS to the requests per second; wrk's error counts are kept for the report. (Not
+# called in $(...): the counters must survive.)
+rps() {
+  local label=$1 out errors total
+  shift
+  out=$(wrk -t2 -c"$connections" -d"$duration" "$@")
+  errors=$(echo "$out" | sed -n 's/^ *\(Non-2xx or 3xx responses: [0-9]*\|Socket errors:.*\)$/\1/p' | tr '\n' ' ')
+  if [ -n "$errors" ]; then errors_seen="$errors_seen ($label) $errors;"; fi
+  total=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
+  case "$*" in *"$b_url"*) served=$((served + total)) ;; esac
+  RPS=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
+  # Let a back end finish what wrk abandoned (fcgiwrap runs queued requests to the end).
+  sleep 1
+}
+rss_start=$(rss)
+wrk -t2 -c"$connections" -d1s "$b_url" >/dev/null  # warm-up
+wrk -t2 -c"$connections" -d1s -H "If-None-Match: $b_tag" "$b_url" >/dev/null
+rss_warm=$(rss)
+echo "bench/fastcgi.sh: running, about $((11 * ${duration%s} + 20)) s" >&2
+rps a1 "$other/fcgiwrap1/page.cgi"; a1=$RPS
+rps a2 "$other/fcgiwrap2/page.cgi"; a2=$RPS
+rps b200 "$b_url"; b200=$RPS
+rps b304 -H "If-None-Match: $b_tag" "$b_url"; b304=$RPS
+rps c1-200 "$c1_url"; c1_200=$RPS
+rps c1-304 -H "If-None-Match: $c1_tag" "$c1_url"; c1_304=$RPS
+rps c2-200 "$c2_url"; c2_200=$RPS
+rps c2-304 -H "If-None-Match: $c2_tag" "$c2_url"; c2_304=$RPS
+rps d200 "$d_url"; d200=$RPS
+rps d304 -H "If-None-Match: $d_tag" "$d_url"; d304=$RPS
+# At least 100k requests through the responder before the second RSS reading.
+while [ "$served" -lt 100000 ]; do rps b304 -H "If-None-Match: $b_tag" "$b_url"; done
+rss_end=$(rss)
+kill -0 "$hc_pid" || fail "the responder died"
+
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
+ratio0() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.0f}')" "$1" "$2"; }
+verdict() { python3 -c "import sys; print('met' if float(sys.argv[1]) >= float(sys.argv[2]) else 'NOT met')" "$1" "$2"; }
+r_b200_a2=$(ratio "$b200" "$a2")
+r_b304_c1=$(ratio0 "$b304" "$c1_304")
+r_b304_c2=$(ratio "$b304" "$c2_304")
+r_b304_d=$(ratio "$b304" "$d304")
+r_b200_a1=$(ratio "$b200" "$a1")
+mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:.1f}')" "$1"; }
+
+cat <<EOF
+## nginx → FastCGI (bench/fastcgi.sh)
+
+wrk, $connections connections, $duration per case, 127.0.0.1, $(nproc) cores, nginx $(nginx -v 2>&1 | sed 's#.*/##').
+The page is a 20 KB sh script; (c) is the original library's logic (bench/original/conditional.php).
+
+| Case | 200 req/s | 304 req/s |
+|------|----------:|----------:|
+| (a) nginx → fcgiwrap, one child (Debian's default) → sh page | $a1 | – |
+| (a) nginx → fcgiwrap -c 2 → sh page | $a2 | – |
+| (b) nginx → http-conditional fastcgi (shipped nginx-conf/) | $b200 | $b304 |
+| (c) nginx → fcgiwrap → php-cgi per request + original library | $c1_200 | $c1_304 |
+| (c) nginx → php-cgi -b (persistent, 2 children) + original library | $c2_200 | $c2_304 |
+| (d) nginx, static file | $d200 | $d304 |
+
+| Ratio | Value | Target |
+|-------|------:|--------|
+| (b) 200 / (a) fcgiwrap -c 2 200 | $r_b200_a2 | ≥ 1.5 ($(verdict "$r_b200_a2" 1.5)) |
+| (b) 200 / (a) fcgiwrap one child 200 | $r_b200_a1 | |
+| (b) 304 / (c) php-cgi per request 304 | $r_b304_c1 | ≥ 100 ($(verdict "$r_b304_c1" 100)) |
+| (b) 304 / (c) php-cgi -b 304 | $r_b304_c2 | |
+| (b) 304 / (d) nginx static 304 | $r_b304_d | ≥ 0.2 ($(verdict "$r_b304_d" 0.2)) |
+
+Responder RSS: $(mib "$rss_start") MiB at start, $(mib "$rss_warm") MiB after warm-up, $(mib "$rss_end") MiB after $served requests.
+wrk errors: ${errors_seen:-none}.
+EOF
