@@ -221,3 +221,24 @@ fn running_out_of_file_descriptors_neither_kills_nor_spins() {
     assert!(log.contains("accept failed"), "{log}");
     assert!(log.lines().count() < 20, "log flooded: {log}");
 }
+
+#[test]
+fn a_second_sigterm_kills_the_scripts_still_running() {
+    let dir = TempDir::new("fcgi-term2");
+    write_scripts(&dir);
+    let sleeper = write_slow_script(&dir);
+    let mut responder = Responder::start(&dir.path, &dir.join("hc.sock"), &[]);
+    let mut busy = responder.connect();
+    let slow = cgi_params(&dir.path, "slow.cgi");
+    busy.send_request(1, true, &as_refs(&slow), b"").unwrap();
+    assert!(eventually(PATIENCE, || !leftovers(&sleeper).is_empty()));
+    responder.terminate();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(responder.alive(), "the first SIGTERM waits for the request");
+    responder.terminate();
+    let start = Instant::now();
+    assert_eq!(responder.wait_exit(PATIENCE), Some(0));
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_no_leftovers(&sleeper);
+    assert!(!dir.join("finished").exists());
+}

@@ -15,10 +15,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinError;
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
 
-use super::Service;
 use super::codec::{Pair, ParamsParser, ProtocolError, RecordCodec};
 use super::request::{Frame, Started};
+use super::{Service, Stop};
 
 /// Frames queued for the writer: each is at most one engine chunk (64 KiB) or one buffered
 /// response, so this bounds a connection's output memory.
@@ -55,17 +56,19 @@ pub(super) enum Next {
 }
 
 /// Serves one connection until it closes, fails, times out, or the responder stops.
-pub async fn serve_connection<S>(stream: S, service: Arc<Service>, stop: watch::Receiver<bool>)
+pub async fn serve_connection<S>(stream: S, service: Arc<Service>, stop: watch::Receiver<Stop>)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (read_half, write_half) = tokio::io::split(stream);
     let (out, frames) = mpsc::channel(OUTPUT_QUEUE);
     let write_timeout = service.limits.write_timeout;
+    let abandon = CancellationToken::new();
     let reader = Reader {
         service,
         out,
         stop,
+        abandon: abandon.clone(),
         state: State::Idle {
             since: Instant::now(),
             fresh: true,
@@ -75,21 +78,31 @@ where
     let writer = FramedWrite::new(write_half, RecordCodec::new());
     tokio::join!(
         reader.run(records),
-        write_frames(writer, frames, write_timeout)
+        write_frames(writer, frames, write_timeout, abandon)
     );
 }
 
 /// Writes frames as they come, coalescing what is queued into one flush. Ends when every
-/// sender is gone, or at the first error or a write blocked past `limit` (the peer stopped
-/// reading): dropping the receiver then fails the engine's sends, which stops the script.
+/// sender is gone, at the first error or a write blocked past `limit` (the peer stopped
+/// reading), or when the reader abandons the connection: dropping the receiver then fails
+/// the engine's sends, which stops the script.
 async fn write_frames<W>(
     mut sink: FramedWrite<W, RecordCodec>,
     mut frames: mpsc::Receiver<Frame>,
     limit: Duration,
+    abandon: CancellationToken,
 ) where
     W: AsyncWrite + Unpin,
 {
-    while let Some(frame) = frames.recv().await {
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = abandon.cancelled() => return,
+            frame = frames.recv() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+        };
         let batch = async {
             for record in frame.into_records() {
                 sink.feed(record).await?;
@@ -101,7 +114,12 @@ async fn write_frames<W>(
             }
             sink.flush().await
         };
-        match tokio::time::timeout(limit, batch).await {
+        let written = tokio::select! {
+            biased;
+            () = abandon.cancelled() => return,
+            written = tokio::time::timeout(limit, batch) => written,
+        };
+        match written {
             Ok(Ok(())) => {}
             // The peer went away (nginx's client left): routine, not worth a log line.
             Ok(Err(ProtocolError::Io(_))) => return,
@@ -123,15 +141,17 @@ pub(super) struct Reader {
     pub(super) service: Arc<Service>,
     /// Frames for the writer; the engine's sink holds clones.
     pub(super) out: mpsc::Sender<Frame>,
-    pub(super) stop: watch::Receiver<bool>,
+    pub(super) stop: watch::Receiver<Stop>,
     pub(super) state: State,
+    /// Tells the writer to give up: the peer is gone, or scripts are being killed.
+    abandon: CancellationToken,
 }
 
 impl Reader {
     async fn run<R: AsyncRead + Unpin>(mut self, mut records: FramedRead<R, RecordCodec>) {
         loop {
             let idle = matches!(self.state, State::Idle { .. });
-            if idle && *self.stop.borrow() {
+            if idle && *self.stop.borrow() != Stop::Running {
                 break;
             }
             let deadline = self.deadline();
@@ -139,7 +159,7 @@ impl Reader {
                 biased;
                 () = self.out.closed() => Next::Close,
                 done = task_done(&mut self.state) => self.on_done(done),
-                () = stopped(&mut self.stop), if idle => Next::Close,
+                () = must_close(&mut self.stop, idle) => Next::Close,
                 record = read_until(deadline, records.next()) => match record {
                     Some(Some(Ok(record))) => self.on_record(record).await,
                     Some(Some(Err(e))) => {
@@ -161,6 +181,9 @@ impl Reader {
         // client leaves, so kill the script and wait for the engine to let go.
         if let State::Running { started, .. } = std::mem::replace(&mut self.state, idle_now()) {
             started.abort.abort();
+            // Nothing more is sent for it: a writer blocked on a peer that does not read must
+            // not hold the engine (and so this connection) until the write timeout.
+            self.abandon.cancel();
             drop(started.stdin);
             if let Err(e) = started.task.await {
                 eprintln!("http-conditional: a request's task failed: {e}");
@@ -225,7 +248,7 @@ impl Reader {
     /// the responder is stopping.
     pub(super) fn request_over(&mut self, keep_conn: bool) -> Next {
         self.state = idle_now();
-        match keep_conn && !*self.stop.borrow() {
+        match keep_conn && *self.stop.borrow() == Stop::Running {
             true => Next::Continue,
             false => Next::Close,
         }
@@ -248,9 +271,22 @@ async fn task_done(state: &mut State) -> Result<(), JoinError> {
 }
 
 /// Resolves once the responder is stopping.
-pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    if stop.wait_for(|stopping| *stopping).await.is_err() {
+pub(super) async fn stopped(stop: &mut watch::Receiver<Stop>) {
+    if stop
+        .wait_for(|phase| *phase != Stop::Running)
+        .await
+        .is_err()
+    {
         // The sender is gone without a stop: never.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Resolves when the stop reaches this connection: at once when idle, only when scripts are
+/// being killed while a request is in flight.
+async fn must_close(stop: &mut watch::Receiver<Stop>, idle: bool) {
+    let limit = if idle { Stop::Draining } else { Stop::Killing };
+    if stop.wait_for(|phase| *phase >= limit).await.is_err() {
         std::future::pending::<()>().await;
     }
 }

@@ -13,8 +13,8 @@ use anyhow::{Context, bail};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
 
-use super::Service;
 use super::connection;
+use super::{Service, Stop};
 
 /// Mode of a unix socket we create: the web server's group may connect, nobody else.
 const SOCKET_MODE: u32 = 0o660;
@@ -217,14 +217,14 @@ fn is_listening(fd: RawFd) -> bool {
     rc == 0 && value != 0
 }
 
-/// Accepts until `stop` turns true. Errors never end the loop: per-connection ones are
+/// Accepts until `stop` leaves [`Stop::Running`]. Errors never end the loop: per-connection ones are
 /// skipped, resource ones (EMFILE and kin, which repeat while the connection waits in the
 /// backlog) pause with a growing back-off so the process neither dies nor spins.
 pub(crate) async fn accept_loop(
     listener: &Listener,
     service: &Arc<Service>,
     permits: &Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
 ) {
     let mut backoff = Duration::ZERO;
     let mut full_log = RateLimitedLog::default();

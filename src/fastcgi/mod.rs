@@ -142,13 +142,12 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
             listener.describe(),
             options.root.display()
         );
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(Stop::Running);
         let signals = tokio::spawn(async move {
-            if let Err(e) = wait_for_stop_signal().await {
+            if let Err(e) = watch_stop_signals(&stop).await {
                 eprintln!("http-conditional: cannot watch signals: {e}");
                 std::future::pending::<()>().await;
             }
-            let _ = stop.send(true);
         });
         serve(listener, service, stopped).await;
         signals.abort();
@@ -157,10 +156,22 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Serves connections from `listener` until `stop` turns true; then stops accepting (a unix
-/// socket file is removed), closes idle connections, and returns once every request in
-/// flight has been answered.
-pub async fn serve(listener: Listener, service: Arc<Service>, stop: watch::Receiver<bool>) {
+/// How far the responder is in stopping; every connection watches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    /// Serving.
+    Running,
+    /// SIGTERM or SIGINT: accept nothing new, close idle connections, let requests in flight
+    /// finish.
+    Draining,
+    /// A second signal: kill the scripts still running and close every connection.
+    Killing,
+}
+
+/// Serves connections from `listener` until `stop` leaves [`Stop::Running`]; then stops
+/// accepting (a unix socket file is removed), closes idle connections, and returns once every
+/// request in flight has been answered (or killed, at [`Stop::Killing`]).
+pub async fn serve(listener: Listener, service: Arc<Service>, stop: watch::Receiver<Stop>) {
     let max = service.limits.max_connections.max(1);
     let permits = Arc::new(Semaphore::new(max));
     listener::accept_loop(&listener, &service, &permits, stop).await;
@@ -170,13 +181,23 @@ pub async fn serve(listener: Listener, service: Arc<Service>, stop: watch::Recei
     let _ = permits.acquire_many(all).await;
 }
 
-async fn wait_for_stop_signal() -> std::io::Result<()> {
+/// First SIGTERM or SIGINT: drain. A second one: kill what still runs.
+async fn watch_stop_signals(stop: &watch::Sender<Stop>) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    for phase in [Stop::Draining, Stop::Killing] {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        match phase {
+            Stop::Draining => eprintln!(
+                "http-conditional: stopping: finishing requests in flight (signal again to kill them)"
+            ),
+            _ => eprintln!("http-conditional: killing the scripts still running"),
+        }
+        let _ = stop.send(phase);
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use super::codec::{
     BEGIN_REQUEST, END_REQUEST, KEEP_CONN, PARAMS, RESPONDER, STDIN, STDOUT, decode_server_records,
     encode_client_record, encode_pairs,
 };
-use super::{Limits, Service, connection};
+use super::{Limits, Service, Stop, connection};
 use crate::engine::Engine;
 
 const SHORT: Duration = Duration::from_millis(200);
@@ -70,12 +70,12 @@ fn service(root: &Root) -> Arc<Service> {
 struct Conn {
     client: DuplexStream,
     served: tokio::task::JoinHandle<()>,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
 }
 
 fn connect(service: Arc<Service>, buffer: usize) -> Conn {
     let (client, server) = tokio::io::duplex(buffer);
-    let (stop, stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(Stop::Running);
     let served = tokio::spawn(connection::serve_connection(server, service, stopped));
     Conn {
         client,
@@ -217,7 +217,7 @@ async fn stop_closes_an_idle_connection_and_lets_a_running_request_finish() {
     service.limits.header_timeout = PATIENCE;
     let service = Arc::new(service);
     let idle = connect(Arc::clone(&service), 64 * 1024);
-    idle.stop.send(true).unwrap();
+    idle.stop.send(Stop::Draining).unwrap();
     assert!(closes(idle).await < PATIENCE / 2);
 
     let script = root.script(
@@ -230,8 +230,35 @@ async fn stop_closes_an_idle_connection_and_lets_a_running_request_finish() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    busy.stop.send(true).unwrap();
+    busy.stop.send(Stop::Draining).unwrap();
     let out = read_response(&mut busy.client).await;
     assert!(out.ends_with(b"done"), "{}", String::from_utf8_lossy(&out));
     closes(busy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_stop_kills_a_running_script() {
+    let root = Root::new();
+    let marker = root.0.join("finished");
+    let script = root.script(
+        "long.cgi",
+        &format!("#!/bin/sh\nsleep 5\ntouch {}\n", marker.display()),
+    );
+    let mut service = (*service(&root)).clone();
+    service.limits.idle_timeout = PATIENCE;
+    let mut conn = connect(Arc::new(service), 64 * 1024);
+    conn.client
+        .write_all(&request_bytes(1, true, &script, Some(b"")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    conn.stop.send(Stop::Draining).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !conn.served.is_finished(),
+        "draining must let the request run"
+    );
+    conn.stop.send(Stop::Killing).unwrap();
+    assert!(closes(conn).await < Duration::from_secs(2));
+    assert!(!marker.exists());
 }
