@@ -162,11 +162,12 @@ impl Reader {
                 () = must_close(&mut self.stop, idle) => Next::Close,
                 record = read_until(deadline, records.next()) => match record {
                     Some(Some(Ok(record))) => self.on_record(record).await,
+                    // A reset is how nginx often leaves when its client did: routine.
+                    Some(Some(Err(ProtocolError::Io(_)))) | Some(None) => Next::Close,
                     Some(Some(Err(e))) => {
                         eprintln!("http-conditional: closing a connection: {e}");
                         Next::Close
                     }
-                    Some(None) => Next::Close,
                     None => {
                         self.log_timeout();
                         Next::Close
