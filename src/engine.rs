@@ -3,33 +3,29 @@
 //! It resolves the script, loads its sidecar, decides 304/412 without running it when it can,
 //! and otherwise runs it and passes its response on with validators, cache policy and coding.
 
-use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::cache_policy::CachePolicy;
-use crate::cgi_head::{self, HeadParse};
-use crate::encoding::{self, BodyEncoder, Coding};
+use crate::delivery::{Exchange, Progress, finish_silently, send, start};
+use crate::encoding::{self, Coding};
 use crate::failure::Failure;
 use crate::preconditions::{self, Decision, Rule};
-use crate::request::{Conditions, Method, Request};
-use crate::response::{BodyWriter, ResponseHead, ResponseSink};
-use crate::runner::{AbortHandle, ErrorOutput, Input, RunError, RunningScript, ScriptCommand};
+use crate::request::{Conditions, Request};
+use crate::response::{ResponseHead, ResponseSink};
+use crate::runner::{AbortHandle, ErrorOutput, Input};
 use crate::script::{Interpreter, Script};
 use crate::sidecar::{self, Privacy, Sidecar};
 use crate::slots::Slots;
-use crate::timestamp::{format_http_date, parse_flexible, unix_seconds};
+use crate::timestamp::{format_http_date, unix_seconds};
 use crate::validators::{self, Derivation, Inputs};
 
-/// Bodies up to this size are buffered whole, so they get a Content-Length and a script failure
-/// can still become a clean 502; larger ones stream with flat memory.
-pub const BUFFER_LIMIT: usize = 256 * 1024;
-/// Time a script may run when nothing else sets it.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// A probe answers with one line; more than this is not a probe answer.
-const PROBE_OUTPUT_LIMIT: usize = 64 * 1024;
+pub use crate::delivery::{BUFFER_LIMIT, send_text};
+use crate::launch::probe;
+pub use crate::launch::{DEFAULT_TIMEOUT, Plan, parse_probe_answer, plan};
+
 /// Headers a 304 may carry from a pass-through script's output (RFC 9110 §15.4.5).
 const NOT_MODIFIED_HEADERS: [&str; 6] = [
     "ETag",
@@ -93,31 +89,6 @@ pub struct Engine {
     pub slots: Option<Arc<Slots>>,
 }
 
-/// How far a request got; decides what can still be sent when something fails.
-#[derive(Default)]
-struct Progress {
-    head_sent: bool,
-    input_taken: bool,
-    body_bytes: u64,
-}
-
-/// A resolved script and how to run it (`explain` builds one to run the probe).
-pub struct Plan {
-    script: Script,
-    command: ScriptCommand,
-    slots: Option<Arc<Slots>>,
-}
-
-/// A script's output once its head has been read.
-struct Output {
-    running: RunningScript,
-    head: ResponseHead,
-    /// Body bytes read so far.
-    buffered: Vec<u8>,
-    /// The whole body is in `buffered` and the script exited successfully.
-    complete: bool,
-}
-
 /// What the wrapper adds to a declared script's 200 and 304 (`explain` prints it).
 pub struct Representation {
     /// Last-Modified and ETag, with the sources they came from.
@@ -126,16 +97,6 @@ pub struct Representation {
     pub policy: CachePolicy,
     /// The sidecar's `compress`.
     pub compress: bool,
-}
-
-/// One request in flight: what it reads from and writes to, and how far it got.
-struct Exchange<'a> {
-    request: &'a Request,
-    body: &'a mut dyn RequestBody,
-    errors: &'a ErrorOutput,
-    abort: &'a AbortHandle,
-    sink: &'a mut dyn ResponseSink,
-    progress: Progress,
 }
 
 impl Engine {
@@ -373,330 +334,11 @@ fn pass_through(plan: &Plan, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> 
     })
 }
 
-/// Resolves interpreter, timeout and command line (sidecar, command line, environment).
-pub fn plan(job: &Job<'_>, script: Script, sidecar: Option<&Sidecar>) -> Result<Plan, Failure> {
-    let request = job.request;
-    let interpreter = job
-        .interpreter
-        .clone()
-        .or_else(|| {
-            sidecar
-                .and_then(|s| s.interpreter.as_deref())
-                .and_then(Interpreter::parse)
-        })
-        .or_else(|| {
-            request
-                .var_str("CONDITIONAL_INTERPRETER")
-                .and_then(Interpreter::parse)
-        });
-    let timeout = sidecar
-        .and_then(|s| s.timeout)
-        .or(job.timeout)
-        .or_else(|| {
-            request
-                .var_str("CONDITIONAL_TIMEOUT")
-                .and_then(|t| t.trim().parse().ok())
-                .and_then(sidecar::parse_timeout_seconds)
-        })
-        .unwrap_or(DEFAULT_TIMEOUT);
-    let (program, args) = crate::script::command_line(&script, interpreter.as_ref())?;
-    let command = ScriptCommand {
-        program,
-        args,
-        env: Vec::new(),
-        cwd: script.folder().to_path_buf(),
-        timeout,
-    };
-    let mut plan = Plan {
-        script,
-        command,
-        slots: None,
-    };
-    plan.command.env = job
-        .base_env
-        .iter()
-        .filter(|(name, _)| request.var(name).is_none())
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect();
-    Ok(plan)
-}
-
-impl Plan {
-    /// The command with the request's environment: SCRIPT_FILENAME names the script itself
-    /// (under Apache `Action` it named the wrapper, and php-cgi reads it), and HEAD runs as
-    /// GET so the headers match.
-    fn command_for(&self, request: &Request, extra: &[(&str, OsString)]) -> ScriptCommand {
-        let mut extra = extra.to_vec();
-        extra.push(("SCRIPT_FILENAME", self.script.path.clone().into_os_string()));
-        if request.method() == Method::Head {
-            extra.push(("REQUEST_METHOD", "GET".into()));
-        }
-        let mut command = self.command.clone();
-        command.env.extend(request.script_env(&extra));
-        command
-    }
-
-    fn spawn(
-        &self,
-        command: &ScriptCommand,
-        input: Input,
-        errors: &ErrorOutput,
-        abort: &AbortHandle,
-    ) -> Result<RunningScript, Failure> {
-        // A --max-children slot, held while the script runs; 503 when none frees in time.
-        let slot = self
-            .slots
-            .as_ref()
-            .map(|slots| slots.acquire())
-            .transpose()?;
-        let mut running = RunningScript::spawn(command, input, errors.clone(), abort.clone())
-            .map_err(|e| Failure::SpawnFailed {
-                script: self.script.name.clone(),
-                reason: e.to_string(),
-            })?;
-        if let Some(slot) = slot {
-            running.hold(Box::new(slot));
-        }
-        Ok(running)
-    }
-
-    fn run_error(&self, error: RunError) -> Failure {
-        match error {
-            RunError::Timeout => Failure::Timeout {
-                script: self.script.name.clone(),
-                after: self.command.timeout,
-            },
-            RunError::Aborted => Failure::Io(io::ErrorKind::ConnectionAborted.into()),
-            RunError::Io(e) => Failure::ScriptFailed {
-                script: self.script.name.clone(),
-                reason: e.to_string(),
-            },
-        }
-    }
-}
-
-/// Runs the probe: the script with CONDITIONAL_PROBE=1, whose first line is its last change.
-fn probe(
-    plan: &Plan,
-    request: &Request,
-    errors: &ErrorOutput,
-    abort: &AbortHandle,
-) -> Result<SystemTime, Failure> {
-    let command = plan.command_for(request, &[("CONDITIONAL_PROBE", "1".into())]);
-    let mut running = plan.spawn(&command, Input::Null, errors, abort)?;
-    let output = running
-        .read_to_end(PROBE_OUTPUT_LIMIT)
-        .map_err(|e| plan.run_error(e))?;
-    let status = running.wait().map_err(|e| plan.run_error(e))?;
-    let failed = |reason: String| Failure::ProbeFailed {
-        script: plan.script.name.clone(),
-        reason,
-    };
-    if !status.success() {
-        return Err(failed(format!("exited with {status}")));
-    }
-    parse_probe_answer(&output).ok_or_else(|| {
-        failed("the first line is not unix seconds, an HTTP-date or RFC 3339".into())
-    })
-}
-
-/// The probe's first line; for interpreters that print CGI headers first (php-cgi), the first
-/// line of the body.
-pub fn parse_probe_answer(output: &[u8]) -> Option<SystemTime> {
-    let first_line = |bytes: &[u8]| {
-        let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-        std::str::from_utf8(line).ok().and_then(parse_flexible)
-    };
-    first_line(output).or_else(|| match cgi_head::parse(output, true) {
-        HeadParse::Complete(_, body_at) => first_line(&output[body_at..]),
-        _ => None,
-    })
-}
-
-/// Starts the script and reads its head and as much body as fits the buffer.
-fn start(
-    plan: &Plan,
-    extra: &[(&str, OsString)],
-    ex: &mut Exchange<'_>,
-) -> Result<Output, Failure> {
-    let command = plan.command_for(ex.request, extra);
-    ex.progress.input_taken = true;
-    let mut running = plan.spawn(&command, ex.body.take_input(), ex.errors, ex.abort)?;
-    let mut buffered = Vec::with_capacity(8 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut at_eof = false;
-    let (head, body_at) = loop {
-        match cgi_head::parse(&buffered, at_eof) {
-            HeadParse::Complete(head, body_at) => break (head, body_at),
-            HeadParse::Malformed(reason) => {
-                running.kill();
-                return Err(Failure::MalformedHead {
-                    script: plan.script.name.clone(),
-                    reason,
-                });
-            }
-            HeadParse::Incomplete => {}
-        }
-        let n = running.read(&mut chunk).map_err(|e| plan.run_error(e))?;
-        at_eof = n == 0;
-        buffered.extend_from_slice(&chunk[..n]);
-    };
-    buffered.drain(..body_at);
-    while !at_eof && buffered.len() <= BUFFER_LIMIT {
-        let n = running.read(&mut chunk).map_err(|e| plan.run_error(e))?;
-        at_eof = n == 0;
-        buffered.extend_from_slice(&chunk[..n]);
-    }
-    let complete = at_eof;
-    if complete {
-        running = wait_success(running, plan)?;
-    }
-    Ok(Output {
-        running,
-        head,
-        buffered,
-        complete,
-    })
-}
-
-/// Waits for a script whose output has ended; a failure exit is a 502.
-fn wait_success(mut running: RunningScript, plan: &Plan) -> Result<RunningScript, Failure> {
-    let status = running.wait_in_place().map_err(|e| plan.run_error(e))?;
-    if status.success() {
-        Ok(running)
-    } else {
-        Err(Failure::ScriptFailed {
-            script: plan.script.name.clone(),
-            reason: status.to_string(),
-        })
-    }
-}
-
-/// Reads the rest of a script's output into nothing and checks its exit.
-fn finish_silently(mut output: Output, plan: &Plan) -> Result<(), Failure> {
-    if output.complete {
-        return Ok(());
-    }
-    let mut chunk = vec![0u8; 64 * 1024];
-    drain(&mut output.running, &mut chunk).map_err(|e| plan.run_error(e))?;
-    wait_success(output.running, plan).map(drop)
-}
-
-/// Sends the head and body: whole with a Content-Length when buffered, streamed otherwise.
-fn send(
-    mut output: Output,
-    coding: Coding,
-    method: &Method,
-    ex: &mut Exchange<'_>,
-) -> Result<Outcome, Failure> {
-    let head = &mut output.head;
-    let status = head.status;
-    let is_head = *method == Method::Head;
-    let progress = &mut ex.progress;
-    if let Some(token) = coding.token() {
-        head.remove(&["Content-Length"]);
-        head.push("Content-Encoding", token);
-    }
-    if output.complete {
-        let body = encoding::encode_all(coding, &output.buffered)?;
-        head.remove(&["Content-Length"]);
-        head.push("Content-Length", body.len().to_string());
-        ex.sink.send_head(head)?;
-        progress.head_sent = true;
-        if !is_head {
-            ex.sink.send_body(&body)?;
-            progress.body_bytes = body.len() as u64;
-        }
-        ex.sink.finish()?;
-        return Ok(ran(status, progress.body_bytes, true));
-    }
-    ex.sink.send_head(head)?;
-    progress.head_sent = true;
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut writer = BodyWriter::new(&mut *ex.sink);
-    let result = if is_head {
-        drain(&mut output.running, &mut chunk)
-    } else {
-        stream(&mut output, coding, &mut writer, &mut chunk)
-    };
-    progress.body_bytes = writer.written;
-    let exit = result.and_then(|()| output.running.wait_in_place());
-    let complete = matches!(&exit, Ok(s) if s.success());
-    if let Err(e) = &exit {
-        eprintln!("http-conditional: response cut short: {e:?}");
-    } else if !complete {
-        eprintln!("http-conditional: script failed after its response started: {exit:?}");
-    }
-    ex.sink.finish()?;
-    Ok(ran(status, progress.body_bytes, complete))
-}
-
-fn stream(
-    output: &mut Output,
-    coding: Coding,
-    writer: &mut BodyWriter<'_>,
-    chunk: &mut [u8],
-) -> Result<(), RunError> {
-    use std::io::Write;
-    let mut encoder = BodyEncoder::new(coding, writer);
-    encoder.write_all(&output.buffered).map_err(RunError::Io)?;
-    output.buffered = Vec::new();
-    loop {
-        let n = output.running.read(chunk)?;
-        if n == 0 {
-            break;
-        }
-        encoder.write_all(&chunk[..n]).map_err(RunError::Io)?;
-    }
-    encoder.finish().map_err(RunError::Io)?;
-    Ok(())
-}
-
-fn drain(running: &mut RunningScript, chunk: &mut [u8]) -> Result<(), RunError> {
-    while running.read(chunk)? > 0 {}
-    Ok(())
-}
-
 fn answered(status: u16, rule: Rule) -> Outcome {
     Outcome {
         status,
         summary: format!("{status} without running the script: {rule}"),
         body_bytes: 0,
         complete: true,
-    }
-}
-
-fn ran(status: u16, body_bytes: u64, complete: bool) -> Outcome {
-    Outcome {
-        status,
-        summary: format!("{status} ran script"),
-        body_bytes,
-        complete,
-    }
-}
-
-/// Sends a short plain-text response (errors, 412).
-pub fn send_text(sink: &mut dyn ResponseSink, status: u16, text: &str) -> io::Result<()> {
-    let mut head = ResponseHead::new(status);
-    head.push("Content-Type", "text/plain; charset=utf-8");
-    head.push("Content-Length", text.len().to_string());
-    head.push("Cache-Control", "no-store");
-    sink.send_head(&head)?;
-    sink.send_body(text.as_bytes())?;
-    sink.finish()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn probe_answer_plain_or_after_cgi_headers() {
-        let t = crate::timestamp::from_unix(1_718_443_800);
-        assert_eq!(parse_probe_answer(b"1718443800\n"), t);
-        assert_eq!(parse_probe_answer(b"2024-06-15T09:30:00Z"), t);
-        let php = b"X-Powered-By: PHP/8.2\r\nContent-type: text/html\r\n\r\n1718443800\n";
-        assert_eq!(parse_probe_answer(php), t);
-        assert_eq!(parse_probe_answer(b"hello\n"), None);
     }
 }

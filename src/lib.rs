@@ -8,12 +8,14 @@
 pub mod cache_policy;
 pub mod cgi;
 pub mod cgi_head;
+pub mod delivery;
 pub mod encoding;
 pub mod engine;
 pub mod etag;
 pub mod explain;
 pub mod failure;
 pub mod fastcgi;
+pub mod launch;
 pub mod preconditions;
 pub mod request;
 pub mod response;

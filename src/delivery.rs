@@ -1,0 +1,212 @@
+//! From a script's output to the response: reading its head, buffering what fits (so a failure
+//! is still a clean 502 and the body gets a Content-Length), streaming the rest with its coding.
+
+use std::ffi::OsString;
+use std::io;
+
+use crate::cgi_head::{self, HeadParse};
+use crate::encoding::{self, BodyEncoder, Coding};
+use crate::engine::{Outcome, RequestBody};
+use crate::failure::Failure;
+use crate::launch::Plan;
+use crate::request::{Method, Request};
+use crate::response::{BodyWriter, ResponseHead, ResponseSink};
+use crate::runner::{AbortHandle, ErrorOutput, RunError, RunningScript};
+
+/// Bodies up to this size are buffered whole, so they get a Content-Length and a script failure
+/// can still become a clean 502; larger ones stream with flat memory.
+pub const BUFFER_LIMIT: usize = 256 * 1024;
+/// How far a request got; decides what can still be sent when something fails.
+#[derive(Default)]
+pub(crate) struct Progress {
+    pub(crate) head_sent: bool,
+    pub(crate) input_taken: bool,
+    pub(crate) body_bytes: u64,
+}
+
+/// One request in flight: what it reads from and writes to, and how far it got.
+pub(crate) struct Exchange<'a> {
+    pub(crate) request: &'a Request,
+    pub(crate) body: &'a mut dyn RequestBody,
+    pub(crate) errors: &'a ErrorOutput,
+    pub(crate) abort: &'a AbortHandle,
+    pub(crate) sink: &'a mut dyn ResponseSink,
+    pub(crate) progress: Progress,
+}
+
+/// A script's output once its head has been read.
+pub(crate) struct Output {
+    pub(crate) running: RunningScript,
+    pub(crate) head: ResponseHead,
+    /// Body bytes read so far.
+    pub(crate) buffered: Vec<u8>,
+    /// The whole body is in `buffered` and the script exited successfully.
+    pub(crate) complete: bool,
+}
+
+/// Starts the script and reads its head and as much body as fits the buffer.
+pub(crate) fn start(
+    plan: &Plan,
+    extra: &[(&str, OsString)],
+    ex: &mut Exchange<'_>,
+) -> Result<Output, Failure> {
+    let command = plan.command_for(ex.request, extra);
+    ex.progress.input_taken = true;
+    let mut running = plan.spawn(&command, ex.body.take_input(), ex.errors, ex.abort)?;
+    let mut buffered = Vec::with_capacity(8 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut at_eof = false;
+    let (head, body_at) = loop {
+        match cgi_head::parse(&buffered, at_eof) {
+            HeadParse::Complete(head, body_at) => break (head, body_at),
+            HeadParse::Malformed(reason) => {
+                running.kill();
+                return Err(Failure::MalformedHead {
+                    script: plan.script.name.clone(),
+                    reason,
+                });
+            }
+            HeadParse::Incomplete => {}
+        }
+        let n = running.read(&mut chunk).map_err(|e| plan.run_error(e))?;
+        at_eof = n == 0;
+        buffered.extend_from_slice(&chunk[..n]);
+    };
+    buffered.drain(..body_at);
+    while !at_eof && buffered.len() <= BUFFER_LIMIT {
+        let n = running.read(&mut chunk).map_err(|e| plan.run_error(e))?;
+        at_eof = n == 0;
+        buffered.extend_from_slice(&chunk[..n]);
+    }
+    let complete = at_eof;
+    if complete {
+        running = wait_success(running, plan)?;
+    }
+    Ok(Output {
+        running,
+        head,
+        buffered,
+        complete,
+    })
+}
+
+/// Waits for a script whose output has ended; a failure exit is a 502.
+pub(crate) fn wait_success(
+    mut running: RunningScript,
+    plan: &Plan,
+) -> Result<RunningScript, Failure> {
+    let status = running.wait_in_place().map_err(|e| plan.run_error(e))?;
+    if status.success() {
+        Ok(running)
+    } else {
+        Err(Failure::ScriptFailed {
+            script: plan.script.name.clone(),
+            reason: status.to_string(),
+        })
+    }
+}
+
+/// Reads the rest of a script's output into nothing and checks its exit.
+pub(crate) fn finish_silently(mut output: Output, plan: &Plan) -> Result<(), Failure> {
+    if output.complete {
+        return Ok(());
+    }
+    let mut chunk = vec![0u8; 64 * 1024];
+    drain(&mut output.running, &mut chunk).map_err(|e| plan.run_error(e))?;
+    wait_success(output.running, plan).map(drop)
+}
+
+/// Sends the head and body: whole with a Content-Length when buffered, streamed otherwise.
+pub(crate) fn send(
+    mut output: Output,
+    coding: Coding,
+    method: &Method,
+    ex: &mut Exchange<'_>,
+) -> Result<Outcome, Failure> {
+    let head = &mut output.head;
+    let status = head.status;
+    let is_head = *method == Method::Head;
+    let progress = &mut ex.progress;
+    if let Some(token) = coding.token() {
+        head.remove(&["Content-Length"]);
+        head.push("Content-Encoding", token);
+    }
+    if output.complete {
+        let body = encoding::encode_all(coding, &output.buffered)?;
+        head.remove(&["Content-Length"]);
+        head.push("Content-Length", body.len().to_string());
+        ex.sink.send_head(head)?;
+        progress.head_sent = true;
+        if !is_head {
+            ex.sink.send_body(&body)?;
+            progress.body_bytes = body.len() as u64;
+        }
+        ex.sink.finish()?;
+        return Ok(ran(status, progress.body_bytes, true));
+    }
+    ex.sink.send_head(head)?;
+    progress.head_sent = true;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut writer = BodyWriter::new(&mut *ex.sink);
+    let result = if is_head {
+        drain(&mut output.running, &mut chunk)
+    } else {
+        stream(&mut output, coding, &mut writer, &mut chunk)
+    };
+    progress.body_bytes = writer.written;
+    let exit = result.and_then(|()| output.running.wait_in_place());
+    let complete = matches!(&exit, Ok(s) if s.success());
+    if let Err(e) = &exit {
+        eprintln!("http-conditional: response cut short: {e:?}");
+    } else if !complete {
+        eprintln!("http-conditional: script failed after its response started: {exit:?}");
+    }
+    ex.sink.finish()?;
+    Ok(ran(status, progress.body_bytes, complete))
+}
+
+fn stream(
+    output: &mut Output,
+    coding: Coding,
+    writer: &mut BodyWriter<'_>,
+    chunk: &mut [u8],
+) -> Result<(), RunError> {
+    use std::io::Write;
+    let mut encoder = BodyEncoder::new(coding, writer);
+    encoder.write_all(&output.buffered).map_err(RunError::Io)?;
+    output.buffered = Vec::new();
+    loop {
+        let n = output.running.read(chunk)?;
+        if n == 0 {
+            break;
+        }
+        encoder.write_all(&chunk[..n]).map_err(RunError::Io)?;
+    }
+    encoder.finish().map_err(RunError::Io)?;
+    Ok(())
+}
+
+fn drain(running: &mut RunningScript, chunk: &mut [u8]) -> Result<(), RunError> {
+    while running.read(chunk)? > 0 {}
+    Ok(())
+}
+
+pub(crate) fn ran(status: u16, body_bytes: u64, complete: bool) -> Outcome {
+    Outcome {
+        status,
+        summary: format!("{status} ran script"),
+        body_bytes,
+        complete,
+    }
+}
+
+/// Sends a short plain-text response (errors, 412).
+pub fn send_text(sink: &mut dyn ResponseSink, status: u16, text: &str) -> io::Result<()> {
+    let mut head = ResponseHead::new(status);
+    head.push("Content-Type", "text/plain; charset=utf-8");
+    head.push("Content-Length", text.len().to_string());
+    head.push("Cache-Control", "no-store");
+    sink.send_head(&head)?;
+    sink.send_body(text.as_bytes())?;
+    sink.finish()
+}
