@@ -180,13 +180,13 @@ impl Reader {
         }
         // Closed mid-request: nginx closes instead of sending FCGI_ABORT_REQUEST when its
         // client leaves, so kill the script and wait for the engine to let go.
-        if let State::Running { started, .. } = std::mem::replace(&mut self.state, idle_now()) {
+        if let State::Running { mut started, .. } = std::mem::replace(&mut self.state, idle_now()) {
             started.abort.abort();
             // Nothing more is sent for it: a writer blocked on a peer that does not read must
             // not hold the engine (and so this connection) until the write timeout.
             self.abandon.cancel();
-            drop(started.stdin);
-            if let Err(e) = started.task.await {
+            started.stdin = None;
+            if let Err(e) = (&mut started.task).await {
                 eprintln!("http-conditional: a request's task failed: {e}");
             }
         }

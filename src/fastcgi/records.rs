@@ -4,7 +4,6 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::codec::{
@@ -109,7 +108,7 @@ impl Reader {
                 // The engine notices, stops, and queues END_REQUEST itself (§5.4).
                 started.abort.abort();
                 *stdin_open = false;
-                drop(std::mem::replace(&mut started.stdin, closed_sender()));
+                started.stdin = None;
                 Next::Continue
             }
             State::Draining {
@@ -196,16 +195,19 @@ impl Reader {
                 if content.is_empty() {
                     *stdin_open = false;
                     // Dropping the sender is the script's end of input.
-                    drop(std::mem::replace(&mut started.stdin, closed_sender()));
+                    started.stdin = None;
                     return Next::Continue;
                 }
+                let Some(stdin) = &started.stdin else {
+                    // The script is done with its stdin; the rest is dropped.
+                    return Next::Continue;
+                };
                 // Back-pressure: wait while the script is not reading. If it never does, its
                 // run ends (exit or timeout) and the send fails.
                 tokio::select! {
-                    sent = started.stdin.send(content) => {
+                    sent = stdin.send(content) => {
                         if sent.is_err() {
-                            // The script is done with its stdin; the rest is dropped.
-                            started.stdin = closed_sender();
+                            started.stdin = None;
                         }
                         Next::Continue
                     }
@@ -269,11 +271,6 @@ impl Reader {
             Err(_) => Next::Close,
         }
     }
-}
-
-/// A sender whose receiver is gone: what `Running.stdin` holds once the body is over.
-fn closed_sender() -> mpsc::Sender<Bytes> {
-    mpsc::channel(1).0
 }
 
 fn end_request(id: u16, app_status: u32, protocol_status: u8) -> Frame {

@@ -86,8 +86,9 @@ impl Frame {
 
 /// A request the engine is working on.
 pub struct Started {
-    /// FCGI_STDIN content for the script; drop it to end the body.
-    pub stdin: mpsc::Sender<Bytes>,
+    /// FCGI_STDIN content for the script; `None` once the body has ended (or the script
+    /// stopped reading it).
+    pub stdin: Option<mpsc::Sender<Bytes>>,
     /// Kills the script's process group (FCGI_ABORT_REQUEST, connection closed).
     pub abort: AbortHandle,
     /// The blocking task; it has queued END_REQUEST when it ends.
@@ -139,10 +140,20 @@ pub fn start(
         );
     });
     Started {
-        stdin,
+        stdin: Some(stdin),
         abort,
         task,
         ending,
+    }
+}
+
+impl Drop for Started {
+    /// A request dropped before its task ended (its connection's task panicked, say) must
+    /// not leave the script running on its own.
+    fn drop(&mut self) {
+        if !self.task.is_finished() {
+            self.abort.abort();
+        }
     }
 }
 
