@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 
 use crate::engine::Engine;
@@ -142,13 +143,11 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
             listener.describe(),
             options.root.display()
         );
+        // Registered before the first accept, so an early SIGTERM is a clean stop too.
+        let term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+        let int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
         let (stop, stopped) = watch::channel(Stop::Running);
-        let signals = tokio::spawn(async move {
-            if let Err(e) = watch_stop_signals(&stop).await {
-                eprintln!("http-conditional: cannot watch signals: {e}");
-                std::future::pending::<()>().await;
-            }
-        });
+        let signals = tokio::spawn(watch_stop_signals(term, int, stop));
         serve(listener, service, stopped).await;
         signals.abort();
         eprintln!("http-conditional: stopped");
@@ -182,10 +181,7 @@ pub async fn serve(listener: Listener, service: Arc<Service>, stop: watch::Recei
 }
 
 /// First SIGTERM or SIGINT: drain. A second one: kill what still runs.
-async fn watch_stop_signals(stop: &watch::Sender<Stop>) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+async fn watch_stop_signals(mut term: Signal, mut int: Signal, stop: watch::Sender<Stop>) {
     for phase in [Stop::Draining, Stop::Killing] {
         tokio::select! {
             _ = term.recv() => {}
@@ -199,7 +195,6 @@ async fn watch_stop_signals(stop: &watch::Sender<Stop>) -> std::io::Result<()> {
         }
         let _ = stop.send(phase);
     }
-    Ok(())
 }
 
 #[cfg(test)]
