@@ -4,11 +4,10 @@
 //! CGI response; the engine does the rest.
 
 use std::ffi::OsString;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use crate::engine::{self, Engine, Job, RequestBody};
 use crate::failure::Failure;
@@ -166,6 +165,15 @@ pub fn run(options: Options, request: Request) -> ExitCode {
             .collect();
         Interpreter::parse(&words.join(" "))
     });
+    // The script's stderr is relayed rather than inherited, so a background child that keeps
+    // it open cannot hold the server's error pipe (and the response) after the script exits;
+    // each line names the script, since the server's log names only the wrapper.
+    let name = script
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let relay = ErrorOutput::prefixed(&name);
     let job = Job {
         request: &request,
         script,
@@ -173,11 +181,6 @@ pub fn run(options: Options, request: Request) -> ExitCode {
         timeout: options.timeout.and_then(parse_timeout_seconds),
         base_env: Vec::new(),
     };
-    // The script's stderr is relayed rather than inherited, so a background child that keeps
-    // it open cannot hold the server's error pipe (and the response) after the script exits.
-    let relay = ErrorOutput::Capture(Arc::new(|chunk: &[u8]| {
-        let _ = io::stderr().write_all(chunk);
-    }));
     let outcome = Engine::default().handle(&job, &mut body, &relay, &AbortHandle::new(), &mut sink);
     if outcome.complete {
         ExitCode::SUCCESS

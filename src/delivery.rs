@@ -60,7 +60,12 @@ pub(crate) fn start(
         match cgi_head::parse(&buffered, at_eof) {
             HeadParse::Complete(head, body_at) => break (head, body_at),
             HeadParse::Malformed(reason) => {
-                running.kill();
+                // A script that failed says more by its exit status than by its broken output.
+                if at_eof {
+                    wait_success(running, plan)?;
+                } else {
+                    running.kill();
+                }
                 return Err(Failure::MalformedHead {
                     script: plan.script.name.clone(),
                     reason,

@@ -9,6 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -257,6 +258,8 @@ impl RunningScript {
             let status = self.child.wait().ok();
             self.record_exit(status);
         }
+        // What the script said before it died is often why it died.
+        self.drain_stderr();
     }
 
     /// Notes the script's exit; the abort handle forgets the process group at once, so a late
@@ -439,6 +442,59 @@ fn kill_group(process_group: i32) {
     if process_group > 1 {
         // SAFETY: kill takes plain integers; a negative pid names the process group.
         unsafe { libc::kill(-process_group, libc::SIGKILL) };
+    }
+}
+
+impl ErrorOutput {
+    /// The script's stderr on the wrapper's own stderr, each line prefixed with `name` (so the
+    /// server's error log says which script spoke).
+    pub fn prefixed(name: &str) -> ErrorOutput {
+        let lines = StderrLines::new(name);
+        ErrorOutput::Capture(Arc::new(move |chunk: &[u8]| lines.write(chunk)))
+    }
+}
+
+/// A script's stderr, written to the server's stderr one line at a time with the script's
+/// name in front; a last unterminated line is written when the run's handles are dropped.
+pub struct StderrLines {
+    prefix: String,
+    partial: Mutex<Vec<u8>>,
+}
+
+impl StderrLines {
+    /// For the script named `name`.
+    pub fn new(name: &str) -> Arc<Self> {
+        Arc::new(StderrLines {
+            prefix: format!("{name}: "),
+            partial: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Takes a chunk of stderr output.
+    pub fn write(&self, chunk: &[u8]) {
+        let mut partial = self.partial.lock().unwrap_or_else(|p| p.into_inner());
+        partial.extend_from_slice(chunk);
+        while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=end).collect();
+            self.emit(&line[..end]);
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        let mut out = Vec::with_capacity(self.prefix.len() + line.len() + 1);
+        out.extend_from_slice(self.prefix.as_bytes());
+        out.extend_from_slice(line);
+        out.push(b'\n');
+        let _ = io::stderr().lock().write_all(&out);
+    }
+}
+
+impl Drop for StderrLines {
+    fn drop(&mut self) {
+        let partial = std::mem::take(self.partial.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if !partial.is_empty() {
+            self.emit(&partial);
+        }
     }
 }
 

@@ -730,8 +730,6 @@ fn pass_through_page_without_sidecar_under_action() {
 /// A page that dies before printing anything (a legacy script whose first command fails):
 /// its stderr must reach the error log every time.
 #[test]
-#[ignore = "wrapper bug: RunningScript::kill (src/runner.rs) drops unread stderr, so this \
-            page's message is lost at random; un-ignore once kill() drains stderr"]
 fn stderr_of_a_page_that_dies_before_any_output_is_logged() {
     let Some(apache) = start("silent-failure", Mpm::EventCgid) else {
         return;

@@ -204,3 +204,23 @@ fn failing_probe_is_502_and_the_page_is_not_run() {
     assert_eq!(r.status, 502);
     assert!(!runs.exists());
 }
+
+#[test]
+fn a_script_that_dies_before_any_output_is_reported_by_its_exit_status_with_its_stderr() {
+    let dir = TempDir::new("fail");
+    let s = dir.write(
+        "die.cgi",
+        "#!/bin/sh\necho 'no database' >&2\nexit 7\n",
+        true,
+    );
+    for _ in 0..20 {
+        let r = Cgi::new(&s).run();
+        assert_eq!(r.status, 502);
+        assert!(
+            r.stderr.contains("die.cgi: no database"),
+            "stderr lost: {:?}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("exit status: 7"), "{}", r.stderr);
+    }
+}

@@ -5,7 +5,6 @@
 
 use std::io::{self, Read};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -297,51 +296,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         if let Some(abort) = self.0.take() {
             abort.abort();
-        }
-    }
-}
-
-/// A script's stderr, written to the server's stderr one line at a time with the script's
-/// name in front; a last unterminated line is written when the run's handles are dropped.
-pub struct StderrLines {
-    prefix: String,
-    partial: Mutex<Vec<u8>>,
-}
-
-impl StderrLines {
-    /// For the script named `name`.
-    pub fn new(name: &str) -> Arc<Self> {
-        Arc::new(StderrLines {
-            prefix: format!("{name}: "),
-            partial: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// Takes a chunk of stderr output.
-    pub fn write(&self, chunk: &[u8]) {
-        let mut partial = self.partial.lock().unwrap_or_else(|p| p.into_inner());
-        partial.extend_from_slice(chunk);
-        while let Some(end) = partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = partial.drain(..=end).collect();
-            self.emit(&line[..end]);
-        }
-    }
-
-    fn emit(&self, line: &[u8]) {
-        use std::io::Write;
-        let mut out = Vec::with_capacity(self.prefix.len() + line.len() + 1);
-        out.extend_from_slice(self.prefix.as_bytes());
-        out.extend_from_slice(line);
-        out.push(b'\n');
-        let _ = io::stderr().lock().write_all(&out);
-    }
-}
-
-impl Drop for StderrLines {
-    fn drop(&mut self) {
-        let partial = std::mem::take(self.partial.get_mut().unwrap_or_else(|p| p.into_inner()));
-        if !partial.is_empty() {
-            self.emit(&partial);
         }
     }
 }

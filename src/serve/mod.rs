@@ -35,7 +35,7 @@ use crate::response::ResponseHead;
 use crate::runner::{AbortHandle, ErrorOutput};
 use crate::sidecar::parse_timeout_seconds;
 use crate::slots::Slots;
-use bridge::{AbortOnDrop, ResponseBody, StderrLines, StreamedBody};
+use bridge::{AbortOnDrop, ResponseBody, StreamedBody};
 
 /// Requests in flight get this long to finish after Ctrl-C or SIGTERM; then their scripts are
 /// killed (they run in their own process groups and would otherwise outlive the server).
@@ -276,8 +276,7 @@ async fn respond(
     let worker = tokio::task::spawn_blocking(move || {
         let state = worker_state;
         let request = Request::new(vars);
-        let lines = StderrLines::new(&String::from_utf8_lossy(&located.script_name));
-        let errors = ErrorOutput::Capture(Arc::new(move |chunk: &[u8]| lines.write(chunk)));
+        let errors = ErrorOutput::prefixed(&String::from_utf8_lossy(&located.script_name));
         let job = Job {
             request: &request,
             script: located.script,
