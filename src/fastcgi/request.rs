@@ -103,6 +103,12 @@ pub struct Started {
 pub fn script_path(request: &Request) -> Option<PathBuf> {
     let var = |name| request.var(name).filter(|v| !v.is_empty());
     if let Some(file) = var("SCRIPT_FILENAME") {
+        // Apache mod_proxy_fcgi (without `ProxyFCGIBackendType GENERIC`) sends
+        // `proxy:fcgi://HOST/abs/path`, as PHP-FPM knows: the path starts at HOST's end.
+        let file = match file.strip_prefix(b"proxy:fcgi://") {
+            Some(rest) => &rest[rest.iter().position(|&b| b == b'/')?..],
+            None => file,
+        };
         return Some(PathBuf::from(OsStr::from_bytes(file)));
     }
     let (root, name) = (var("DOCUMENT_ROOT")?, var("SCRIPT_NAME")?);

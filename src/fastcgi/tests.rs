@@ -262,3 +262,28 @@ async fn a_second_stop_kills_a_running_script() {
     assert!(closes(conn).await < Duration::from_secs(2));
     assert!(!marker.exists());
 }
+
+#[test]
+fn script_path_from_script_filename_document_root_or_mod_proxy_fcgi() {
+    let request = |vars: &[(&str, &str)]| {
+        crate::request::Request::new(
+            vars.iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+        )
+    };
+    let path = |vars: &[(&str, &str)]| super::request::script_path(&request(vars));
+    assert_eq!(
+        path(&[("SCRIPT_FILENAME", "/srv/a.cgi")]),
+        Some(PathBuf::from("/srv/a.cgi"))
+    );
+    assert_eq!(
+        path(&[("SCRIPT_FILENAME", "proxy:fcgi://localhost/srv/a.cgi")]),
+        Some(PathBuf::from("/srv/a.cgi"))
+    );
+    assert_eq!(path(&[("SCRIPT_FILENAME", "proxy:fcgi://localhost")]), None);
+    assert_eq!(
+        path(&[("DOCUMENT_ROOT", "/srv"), ("SCRIPT_NAME", "/a.cgi")]),
+        Some(PathBuf::from("/srv/a.cgi"))
+    );
+}
