@@ -17,9 +17,8 @@ duration=${DURATION:-5s}
 connections=${CONNECTIONS:-16}
 apache2=/usr/sbin/apache2
 modules=/usr/lib/apache2/modules
-for tool in "$apache2" wrk php-cgi curl python3; do
-  command -v "$tool" >/dev/null || { echo "bench/apache.sh: $tool is required" >&2; exit 1; }
-done
+source bench/lib.sh
+bench_need apache2:apache2 wrk:wrk php-cgi:php-cgi curl:curl python3:python3
 
 cargo build --release --quiet
 bin=${CARGO_TARGET_DIR:-$repo/target}/release/http-conditional
@@ -45,21 +44,10 @@ trap cleanup EXIT
 mkdir -p "$work"/{conf,run,logs,htdocs,lib,legacy,direct,original,php-bin,fcgi,fcgi-run}
 
 # The page: 20 KB of HTML from a sh heredoc, with its own validators for case (a).
-page() {
-  echo '#!/bin/sh'
-  echo "printf 'Content-Type: text/html; charset=utf-8\\n'"
-  echo "printf 'Last-Modified: Tue, 14 Nov 2023 22:13:20 GMT\\nETag: \"direct-1\"\\n\\n'"
-  echo "cat <<'HTML'"
-  for _ in $(seq 400); do echo '<p>The same twenty kilobytes as the shell page.</p>'; done
-  echo 'HTML'
-}
 for dir in direct legacy fcgi; do
-  page > "$work/$dir/page.cgi"
-  chmod 755 "$work/$dir/page.cgi"
-  touch -d @1700000000 "$work/$dir/page.cgi"
+  bench_write_page "$work/$dir" 'Last-Modified: Tue, 14 Nov 2023 22:13:20 GMT' 'ETag: "direct-1"'
 done
-echo '{"cache_seconds": 0}' > "$work/legacy/page.cgi.conditional.json"
-cp "$work/legacy/page.cgi.conditional.json" "$work/fcgi/"
+rm "$work/direct/page.cgi.conditional.json"
 cp bench/original/conditional.php "$work/original/page.php"
 touch -d @1700000000 "$work/original/page.php"
 cp "$bin" "$work/lib/http-conditional"

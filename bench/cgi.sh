@@ -5,9 +5,8 @@
 # Prints a markdown section on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in hyperfine php-cgi /usr/bin/time gzip; do
-  command -v "$tool" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine php-cgi time gzip >/dev/null; break; }
-done
+source bench/lib.sh
+bench_need hyperfine:hyperfine php-cgi:php-cgi /usr/bin/time:time gzip:gzip python3:python3
 cargo build --release --quiet
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 bin=$target_dir/release/http-conditional
@@ -18,16 +17,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # A 20 KB sh page, declared with a sidecar.
-{
-  echo '#!/bin/sh'
-  echo "printf 'Content-Type: text/html; charset=utf-8\\n\\n'"
-  echo "cat <<'HTML'"
-  for _ in $(seq 400); do echo '<p>The same twenty kilobytes as the shell page.</p>'; done
-  echo 'HTML'
-} > "$work/page.cgi"
-chmod +x "$work/page.cgi"
-touch -d @1700000000 "$work/page.cgi"
-echo '{"cache_seconds": 0}' > "$work/page.cgi.conditional.json"
+bench_write_page "$work"
 cp bench/original/conditional.php "$work/original.php"
 touch -d @1700000000 "$work/original.php"
 

@@ -14,9 +14,8 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 duration=${DURATION:-5s}
 connections=${CONNECTIONS:-16}
-for tool in nginx fcgiwrap wrk php-cgi curl python3; do
-  command -v "$tool" >/dev/null || { echo "bench/fastcgi.sh: $tool is required" >&2; exit 1; }
-done
+source bench/lib.sh
+bench_need nginx:nginx fcgiwrap:fcgiwrap wrk:wrk php-cgi:php-cgi curl:curl python3:python3
 
 cargo build --release --quiet
 bin=${CARGO_TARGET_DIR:-$repo/target}/release/http-conditional
@@ -35,18 +34,10 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$work"/{www,plain,original,static,nginx/tmp,run}
 
-# The page: 20 KB of HTML from a sh heredoc (the same page as bench/cgi.sh).
-{
-  echo '#!/bin/sh'
-  echo "printf 'Content-Type: text/html; charset=utf-8\\n\\n'"
-  echo "cat <<'HTML'"
-  for _ in $(seq 400); do echo '<p>The same twenty kilobytes as the shell page.</p>'; done
-  echo 'HTML'
-} > "$work/plain/page.cgi"
-chmod 755 "$work/plain/page.cgi"
-cp "$work/plain/page.cgi" "$work/www/page.cgi"
-echo '{"cache_seconds": 0}' > "$work/www/page.cgi.conditional.json"
-touch -d @1700000000 "$work/www/page.cgi" "$work/plain/page.cgi"
+# The page: 20 KB of HTML from a sh heredoc (the same page as bench/cgi.sh), declared by a
+# sidecar for the responder, bare for fcgiwrap.
+bench_write_page "$work/www"
+NO_SIDECAR=1 bench_write_page "$work/plain"
 sh "$work/plain/page.cgi" | tail -n +3 > "$work/static/page.html"
 { echo '#!/usr/bin/php-cgi'; cat bench/original/conditional.php; } > "$work/original/page.php"
 chmod 755 "$work/original/page.php"

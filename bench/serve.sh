@@ -4,9 +4,8 @@
 # Prints a markdown section on stdout. DURATION (default 5s), CONNECTIONS (default 16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in wrk curl; do
-  command -v "$tool" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk curl >/dev/null; break; }
-done
+source bench/lib.sh
+bench_need wrk:wrk curl:curl python3:python3
 cargo build --release --quiet
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release/http-conditional
 duration=${DURATION:-5s}
@@ -17,16 +16,7 @@ cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/
 trap cleanup EXIT
 
 # A 20 KB sh page, declared with a sidecar (the same page as bench/cgi.sh).
-{
-  echo '#!/bin/sh'
-  echo "printf 'Content-Type: text/html; charset=utf-8\\n\\n'"
-  echo "cat <<'HTML'"
-  for _ in $(seq 400); do echo '<p>The same twenty kilobytes as the shell page.</p>'; done
-  echo 'HTML'
-} > "$work/page.cgi"
-chmod +x "$work/page.cgi"
-touch -d @1700000000 "$work/page.cgi"
-echo '{"cache_seconds": 0}' > "$work/page.cgi.conditional.json"
+bench_write_page "$work"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$bin" serve --root "$work" --listen "127.0.0.1:$port" 2>"$work/serve.log" &

@@ -1,0 +1,35 @@
+# Shared by the benchmark scripts: `source bench/lib.sh`.
+
+# Installs the Debian packages that provide missing commands: bench_need cmd:package ...
+bench_need() {
+  local missing=()
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || missing+=("${pair#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# Prints the benchmark page: a 20 KB HTML page from a sh heredoc. Extra arguments are header
+# lines the page prints before the blank line (e.g. its own Last-Modified for Apache's 304).
+bench_page() {
+  echo '#!/bin/sh'
+  echo "printf 'Content-Type: text/html; charset=utf-8\\n'"
+  for header in "$@"; do printf "printf '%s\\\\n'\n" "$header"; done
+  echo "printf '\\n'"
+  echo "cat <<'HTML'"
+  for _ in $(seq 400); do echo '<p>The same twenty kilobytes as the shell page.</p>'; done
+  echo 'HTML'
+}
+
+# Writes the page as DIR/page.cgi (executable, mtime 2023-11-14) with the sidecar that declares
+# it, unless NO_SIDECAR is set; extra arguments as for bench_page.
+bench_write_page() {
+  local dir=$1; shift
+  bench_page "$@" > "$dir/page.cgi"
+  chmod 755 "$dir/page.cgi"
+  touch -d @1700000000 "$dir/page.cgi"
+  [ -n "${NO_SIDECAR:-}" ] || echo '{"cache_seconds": 0}' > "$dir/page.cgi.conditional.json"
+}
