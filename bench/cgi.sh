@@ -47,7 +47,16 @@ php304=$(mean "$work/php.json" 0)
 
 # 1 GiB of base64 text (compressible like a page, not trivially).
 head -c 786432 /dev/urandom | base64 -w 100 > "$work/chunk"
-for _ in $(seq 1400); do cat "$work/chunk"; done | head -c 1073741824 > "$work/big.dat"
+python3 - "$work/chunk" "$work/big.dat" <<'PY'
+import sys
+chunk = open(sys.argv[1], 'rb').read()
+left = 1 << 30
+with open(sys.argv[2], 'wb') as out:
+    while left:
+        piece = chunk[:left]
+        out.write(piece)
+        left -= len(piece)
+PY
 printf "#!/bin/sh\nprintf 'Content-Type: text/plain\\\\n\\\\n'\nexec cat '%s'\n" "$work/big.dat" > "$work/big.cgi"
 chmod +x "$work/big.cgi"
 echo '{"compress": true}' > "$work/big.cgi.conditional.json"

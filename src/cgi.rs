@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::engine::{self, Engine, Job, RequestBody};
-use crate::failure::Failure;
-use crate::request::Request;
+use crate::request::{Request, percent_decode};
 use crate::response::CgiWriter;
 use crate::runner::{AbortHandle, ErrorOutput, Input};
 use crate::script::{Interpreter, is_wrapper};
@@ -74,30 +73,10 @@ fn search_words(query: &[u8]) -> Vec<Vec<u8>> {
     if query.is_empty() || query.contains(&b'=') {
         return Vec::new();
     }
-    query.split(|&b| b == b'+').map(percent_decode).collect()
-}
-
-fn percent_decode(word: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(word.len());
-    let mut i = 0;
-    while i < word.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            word[i],
-            word.get(i + 1).copied().and_then(hex),
-            word.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(high), Some(low)) => {
-                out.push((high * 16 + low) as u8);
-                i += 3;
-            }
-            (byte, _, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    out
+    query
+        .split(|&b| b == b'+')
+        .map(|word| percent_decode(word).unwrap_or_else(|| word.to_vec()))
+        .collect()
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -151,13 +130,7 @@ pub fn run(options: Options, request: Request) -> ExitCode {
         length: request.content_length(),
         until_eof: request.var("HTTP_TRANSFER_ENCODING").is_some(),
     };
-    let Some(script) = choose_script(&options.positional, &request) else {
-        let failure = Failure::NoScript;
-        eprintln!("http-conditional: {failure}");
-        let _ = body.discard();
-        let _ = engine::send_text(&mut sink, failure.status(), &format!("{failure}\n"));
-        return ExitCode::SUCCESS;
-    };
+    let script = choose_script(&options.positional, &request);
     let interpreter = options.positional.len().checked_sub(1).and_then(|n| {
         let words: Vec<String> = options.positional[..n]
             .iter()
@@ -169,7 +142,8 @@ pub fn run(options: Options, request: Request) -> ExitCode {
     // it open cannot hold the server's error pipe (and the response) after the script exits;
     // each line names the script, since the server's log names only the wrapper.
     let name = script
-        .file_name()
+        .as_deref()
+        .and_then(|p| p.file_name())
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();

@@ -57,8 +57,8 @@ pub trait RequestBody {
 pub struct Job<'a> {
     /// The CGI meta-variables.
     pub request: &'a Request,
-    /// The script the front end chose.
-    pub script: PathBuf,
+    /// The script the front end chose; `None` when the request names none (404).
+    pub script: Option<PathBuf>,
     /// An interpreter named on the command line (first in precedence).
     pub interpreter: Option<Interpreter>,
     /// `--timeout` (after the sidecar's `timeout`).
@@ -122,7 +122,12 @@ impl Engine {
             Ok(outcome) => return outcome,
             Err(failure) => failure,
         };
-        let name = job.script.file_name().unwrap_or_default().to_string_lossy();
+        let name = job
+            .script
+            .as_deref()
+            .and_then(|p| p.file_name())
+            .unwrap_or_default()
+            .to_string_lossy();
         eprintln!("http-conditional: {name}: {failure}");
         let status = failure.status();
         let mut outcome = Outcome {
@@ -144,7 +149,8 @@ impl Engine {
     }
 
     fn respond(&self, job: &Job<'_>, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> {
-        let script = Script::resolve(&job.script, self.root.as_deref())?;
+        let named = job.script.as_deref().ok_or(Failure::NoScript)?;
+        let script = Script::resolve(named, self.root.as_deref())?;
         let sidecar = sidecar::load(&script.path)?;
         let mut plan = plan(job, script, sidecar.as_ref())?;
         plan.slots = self.slots.clone();

@@ -217,6 +217,24 @@ pub fn cookie<'a>(cookie_header: &'a [u8], name: &str) -> Option<&'a [u8]> {
     })
 }
 
+/// Decodes `%XX` escapes (RFC 3986 §2.1); `None` when a `%` is not followed by two hex digits.
+pub fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
+            let (high, low) = (hex(tail.first())?, hex(tail.get(1))?);
+            out.push(u8::try_from(high * 16 + low).ok()?);
+            rest = tail.get(2..).unwrap_or_default();
+        } else {
+            out.push(byte);
+            rest = tail;
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -226,7 +226,7 @@ pub fn explain(options: &Options) -> anyhow::Result<Report> {
     let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
     let job = Job {
         request: &request,
-        script: script.path.clone(),
+        script: Some(script.path.clone()),
         interpreter: None,
         timeout: None,
         base_env: vec![("PATH".to_string(), path)],

@@ -20,8 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::Service;
 use super::codec::{Outgoing, Pair, REQUEST_COMPLETE};
-use crate::engine::{self, Job, Outcome, RequestBody};
-use crate::failure::Failure;
+use crate::engine::{Job, RequestBody};
 use crate::request::Request;
 use crate::response::{ResponseHead, ResponseSink, cgi_head_bytes};
 use crate::runner::{AbortHandle, ErrorOutput, Input};
@@ -187,33 +186,16 @@ fn run_job(
         pending: BytesMut::new(),
         abort: abort.clone(),
     };
-    let outcome = match script_path(&request) {
-        Some(script) => {
-            let job = Job {
-                request: &request,
-                script,
-                interpreter: None,
-                timeout: service.timeout,
-                base_env: service.base_env.clone(),
-            };
-            service
-                .engine
-                .handle(&job, &mut body, &errors, abort, &mut sink)
-        }
-        None => {
-            let failure = Failure::NoScript;
-            eprintln!("http-conditional: {failure}");
-            let _ = body.discard();
-            let text = format!("{failure}\n");
-            let sent = engine::send_text(&mut sink, failure.status(), &text);
-            Outcome {
-                status: failure.status(),
-                summary: failure.to_string(),
-                body_bytes: text.len() as u64,
-                complete: sent.is_ok(),
-            }
-        }
+    let job = Job {
+        request: &request,
+        script: script_path(&request),
+        interpreter: None,
+        timeout: service.timeout,
+        base_env: service.base_env.clone(),
     };
+    let outcome = service
+        .engine
+        .handle(&job, &mut body, &errors, abort, &mut sink);
     // The body is over whatever the engine did with it: stop queueing stdin for it.
     drop(body);
     drop(errors);

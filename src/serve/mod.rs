@@ -279,7 +279,7 @@ async fn respond(
         let errors = ErrorOutput::prefixed(&String::from_utf8_lossy(&located.script_name));
         let job = Job {
             request: &request,
-            script: located.script,
+            script: Some(located.script),
             interpreter: None,
             timeout: state.timeout,
             base_env: state.base_env.clone(),

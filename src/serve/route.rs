@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use hyper::{HeaderMap, Method, Uri, Version};
 
+use crate::request::percent_decode;
+
 /// Why a URL path names no script; answered without involving the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
@@ -101,24 +103,6 @@ fn join_segments(segments: &[Vec<u8>]) -> Vec<u8> {
         out.extend_from_slice(s);
     }
     out
-}
-
-/// Decodes `%XX` escapes; `None` when a `%` is not followed by two hex digits.
-fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%' {
-            let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
-            let (high, low) = (hex(raw.get(i + 1))?, hex(raw.get(i + 2))?);
-            out.push(u8::try_from(high * 16 + low).ok()?);
-            i += 3;
-        } else {
-            out.push(raw[i]);
-            i += 1;
-        }
-    }
-    Some(out)
 }
 
 /// The parts of an HTTP request the CGI variables are made of.
