@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::codec::{Pair, ParamsParser, ProtocolError, RecordCodec};
 use super::request::{Frame, Started};
 use super::{Service, Stop};
+use crate::front_end::log;
 
 /// Frames queued for the writer: each is at most one engine chunk (64 KiB) or one buffered
 /// response, so this bounds a connection's output memory.
@@ -83,7 +84,8 @@ where
 }
 
 /// Writes frames as they come, coalescing what is queued into one flush. Ends when every
-/// sender is gone, at the first error or a write blocked past `limit` (the peer stopped
+/// sender is gone, at a [`Frame::Cut`] (after flushing what came before it and shutting the
+/// connection's write side), at the first error or a write blocked past `limit` (the peer stopped
 /// reading), or when the reader abandons the connection: dropping the receiver then fails
 /// the engine's sends, which stops the script.
 async fn write_frames<W>(
@@ -104,15 +106,11 @@ async fn write_frames<W>(
             },
         };
         let batch = async {
-            for record in frame.into_records() {
-                sink.feed(record).await?;
+            let mut cut = feed(&mut sink, frame).await?;
+            while !cut && let Ok(frame) = frames.try_recv() {
+                cut = feed(&mut sink, frame).await?;
             }
-            while let Ok(frame) = frames.try_recv() {
-                for record in frame.into_records() {
-                    sink.feed(record).await?;
-                }
-            }
-            sink.flush().await
+            sink.flush().await.map(|()| cut)
         };
         let written = tokio::select! {
             biased;
@@ -120,20 +118,40 @@ async fn write_frames<W>(
             written = tokio::time::timeout(limit, batch) => written,
         };
         match written {
-            Ok(Ok(())) => {}
+            Ok(Ok(false)) => {}
+            // A response cut short: close without END_REQUEST (see `Frame::Cut`).
+            Ok(Ok(true)) => break,
             // The peer went away (nginx's client left): routine, not worth a log line.
             Ok(Err(ProtocolError::Io(_))) => return,
             Ok(Err(e)) => {
-                eprintln!("http-conditional: cannot send a record: {e}");
+                log(format_args!("cannot send a record: {e}"));
                 return;
             }
             Err(_) => {
-                eprintln!("http-conditional: the web server stopped reading for {limit:?}");
+                log(format_args!("the web server stopped reading for {limit:?}"));
                 return;
             }
         }
     }
     let _ = tokio::time::timeout(limit, sink.close()).await;
+}
+
+/// Feeds one frame's records to the writer; true for [`Frame::Cut`], after which nothing
+/// more is written on this connection.
+async fn feed<W>(
+    sink: &mut FramedWrite<W, RecordCodec>,
+    frame: Frame,
+) -> Result<bool, ProtocolError>
+where
+    W: AsyncWrite + Unpin,
+{
+    if let Frame::Cut = frame {
+        return Ok(true);
+    }
+    for record in frame.into_records() {
+        sink.feed(record).await?;
+    }
+    Ok(false)
 }
 
 /// The reading side of a connection, which owns its state.
@@ -165,7 +183,7 @@ impl Reader {
                     // A reset is how nginx often leaves when its client did: routine.
                     Some(Some(Err(ProtocolError::Io(_)))) | Some(None) => Next::Close,
                     Some(Some(Err(e))) => {
-                        eprintln!("http-conditional: closing a connection: {e}");
+                        log(format_args!("closing a connection: {e}"));
                         Next::Close
                     }
                     None => {
@@ -187,7 +205,7 @@ impl Reader {
             self.abandon.cancel();
             started.stdin = None;
             if let Err(e) = (&mut started.task).await {
-                eprintln!("http-conditional: a request's task failed: {e}");
+                log(format_args!("a request's task failed: {e}"));
             }
         }
     }
@@ -219,7 +237,9 @@ impl Reader {
             State::Params { .. } => "the rest of FCGI_PARAMS",
             State::Running { .. } | State::Draining { .. } => "more of FCGI_STDIN",
         };
-        eprintln!("http-conditional: closing a connection: timed out waiting for {what}");
+        log(format_args!(
+            "closing a connection: timed out waiting for {what}"
+        ));
     }
 
     /// The engine finished the request (END_REQUEST is queued).
@@ -235,7 +255,7 @@ impl Reader {
         };
         if let Err(e) = done {
             // A panic in the engine: what was sent for this request is unknown.
-            eprintln!("http-conditional: request {id} failed: {e}");
+            log(format_args!("request {id} failed: {e}"));
             return Next::Close;
         }
         if stdin_open {

@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::connection;
 use super::{Service, Stop};
+use crate::front_end::log;
 
 /// Mode of a unix socket we create: the web server's group may connect, nobody else.
 const SOCKET_MODE: u32 = 0o660;
@@ -296,8 +297,8 @@ impl RateLimitedLog {
             return;
         }
         match std::mem::take(&mut self.suppressed) {
-            0 => eprintln!("http-conditional: {message}"),
-            n => eprintln!("http-conditional: {message} ({n} more since the last report)"),
+            0 => log(format_args!("{message}")),
+            n => log(format_args!("{message} ({n} more since the last report)")),
         }
         self.last = Some(now);
     }

@@ -26,13 +26,10 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 
 use crate::engine::Engine;
-use crate::sidecar::parse_timeout_seconds;
+use crate::front_end::{self, log};
 use crate::slots::Slots;
 
 pub use listener::Listener;
-
-/// PATH given to scripts when the daemon itself has none (nginx passes no PATH param).
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// `http-conditional fastcgi` options.
 #[derive(Debug, Clone)]
@@ -96,28 +93,31 @@ pub struct Service {
     pub timeout: Option<Duration>,
     /// Variables scripts get when the params lack them (PATH from the daemon's environment).
     pub base_env: Vec<(String, String)>,
+    /// Scripts running at once (`--max-children`), reported as FCGI_MAX_REQS.
+    pub max_children: usize,
     /// Connection and request limits.
     pub limits: Limits,
 }
 
 impl Service {
-    /// The service for `options`: canonical root, slots, the daemon's PATH.
+    /// The service for `options`: canonical root, slots, the daemon's PATH. An invalid
+    /// `--root`, `--timeout` or `--queue-timeout` is an error at start-up.
     pub fn new(options: &Options, limits: Limits) -> anyhow::Result<Service> {
-        let root = std::fs::canonicalize(&options.root)
-            .with_context(|| format!("--root {}", options.root.display()))?;
-        anyhow::ensure!(root.is_dir(), "--root {} is not a folder", root.display());
+        let root = front_end::canonical_root(&options.root)?;
+        let timeout = front_end::timeout_flag(options.timeout)?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let max_children = options.max_children.unwrap_or(4 * cpus);
+        // `Slots` runs at least one script at a time whatever it is asked.
+        let max_children = options.max_children.unwrap_or(4 * cpus).max(1);
         let queue_timeout = Duration::try_from_secs_f64(options.queue_timeout)
             .context("--queue-timeout must be a non-negative number of seconds")?;
-        let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
         Ok(Service {
             engine: Engine {
                 root: Some(root),
                 slots: Some(Slots::new(max_children, queue_timeout)),
             },
-            timeout: options.timeout.and_then(parse_timeout_seconds),
-            base_env: vec![("PATH".to_string(), path)],
+            timeout,
+            base_env: front_end::base_env(),
+            max_children,
             limits,
         })
     }
@@ -138,11 +138,11 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
             Some(spec) => Listener::bind(spec)?,
             None => Listener::inherited()?,
         };
-        eprintln!(
-            "http-conditional: FastCGI responder on {} (root {})",
+        log(format_args!(
+            "FastCGI responder on {} (root {})",
             listener.describe(),
             options.root.display()
-        );
+        ));
         // Registered before the first accept, so an early SIGTERM is a clean stop too.
         let term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
         let int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
@@ -150,7 +150,7 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
         let signals = tokio::spawn(watch_stop_signals(term, int, stop));
         serve(listener, service, stopped).await;
         signals.abort();
-        eprintln!("http-conditional: stopped");
+        log("stopped");
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -188,10 +188,10 @@ async fn watch_stop_signals(mut term: Signal, mut int: Signal, stop: watch::Send
             _ = int.recv() => {}
         }
         match phase {
-            Stop::Draining => eprintln!(
-                "http-conditional: stopping: finishing requests in flight (signal again to kill them)"
-            ),
-            _ => eprintln!("http-conditional: killing the scripts still running"),
+            Stop::Draining => {
+                log("stopping: finishing requests in flight (signal again to kill them)");
+            }
+            _ => log("killing the scripts still running"),
         }
         let _ = stop.send(phase);
     }

@@ -12,6 +12,7 @@ use super::codec::{
 };
 use super::connection::{Next, Reader, State, idle_now};
 use super::request::{self, Frame};
+use crate::front_end::log;
 
 impl Reader {
     /// Acts on one record; whether the connection goes on.
@@ -62,7 +63,9 @@ impl Reader {
             | State::Running { id: current, .. }
             | State::Draining { id: current, .. } => {
                 if *current == id {
-                    eprintln!("http-conditional: closing a connection: request {id} began twice");
+                    log(format_args!(
+                        "closing a connection: request {id} began twice"
+                    ));
                     return Next::Close;
                 }
                 // FastCGI 1.0 §5.5: one request at a time on this connection.
@@ -144,7 +147,7 @@ impl Reader {
                     Next::Continue
                 }
                 Err(ProtocolError::ParamsTooLarge { limit }) => {
-                    eprintln!("http-conditional: request {id}: params over {limit} bytes: 431");
+                    log(format_args!("request {id}: params over {limit} bytes: 431"));
                     let text = format!("request headers over the {limit}-byte limit\n");
                     let tail =
                         request::text_response(431, "Request Header Fields Too Large", &text);
@@ -152,7 +155,7 @@ impl Reader {
                     Next::Close
                 }
                 Err(e) => {
-                    eprintln!("http-conditional: closing a connection: {e}");
+                    log(format_args!("closing a connection: {e}"));
                     Next::Close
                 }
             };
@@ -168,7 +171,7 @@ impl Reader {
             return Next::Close;
         };
         if let Err(e) = parser.finish() {
-            eprintln!("http-conditional: closing a connection: {e}");
+            log(format_args!("closing a connection: {e}"));
             return Next::Close;
         }
         let started = request::start(&self.service, id, pairs, self.out.clone());
@@ -225,9 +228,9 @@ impl Reader {
                 false => Next::Continue,
             },
             State::Params { id: current, .. } if *current == id => {
-                eprintln!(
-                    "http-conditional: closing a connection: FCGI_STDIN before the end of FCGI_PARAMS"
-                );
+                log(format_args!(
+                    "closing a connection: FCGI_STDIN before the end of FCGI_PARAMS"
+                ));
                 Next::Close
             }
             _ => Next::Continue,
@@ -242,7 +245,9 @@ impl Reader {
             _ => None,
         };
         if current == Some(id) {
-            eprintln!("http-conditional: closing a connection: {what} after its stream ended");
+            log(format_args!(
+                "closing a connection: {what} after its stream ended"
+            ));
             return Next::Close;
         }
         Next::Continue
@@ -250,11 +255,13 @@ impl Reader {
 
     /// FCGI_GET_VALUES_RESULT (§4.1): the variables we know, once each; others left out.
     fn values(&self, names: Vec<Vec<u8>>) -> Vec<Pair> {
-        let max = self.service.limits.max_connections.to_string();
         let mut pairs: Vec<Pair> = Vec::new();
         for name in names {
             let value = match name.as_slice() {
-                b"FCGI_MAX_CONNS" | b"FCGI_MAX_REQS" => max.clone(),
+                // Connections served at once (more are closed at once).
+                b"FCGI_MAX_CONNS" => self.service.limits.max_connections.to_string(),
+                // Requests served at once: the script slots (`--max-children`); more wait.
+                b"FCGI_MAX_REQS" => self.service.max_children.to_string(),
                 b"FCGI_MPXS_CONNS" => "0".to_string(),
                 _ => continue,
             };

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use super::Service;
 use super::codec::{Outgoing, Pair, REQUEST_COMPLETE};
 use crate::engine::{Job, RequestBody};
+use crate::front_end;
 use crate::request::Request;
 use crate::response::{ResponseHead, ResponseSink, cgi_head_bytes};
 use crate::runner::{AbortHandle, ErrorOutput, Input};
@@ -44,13 +45,20 @@ pub enum Frame {
         /// END_REQUEST's protocolStatus.
         protocol_status: u8,
     },
+    /// The response was cut short after its head went out (the script failed or timed out
+    /// mid-body): what is queued before this is written, then the connection is closed
+    /// without END_REQUEST, so the web server sees "upstream prematurely closed" and does not
+    /// pass the truncated body off as complete (nginx aborts the client's response).
+    Cut,
 }
 
 impl Frame {
-    /// The records this frame is written as; never an empty STDOUT before the end.
+    /// The records this frame is written as; never an empty STDOUT before the end. A
+    /// [`Frame::Cut`] has none: it closes the connection instead.
     pub fn into_records(self) -> Vec<Outgoing> {
         match self {
             Frame::Record(record) => vec![record],
+            Frame::Cut => Vec::new(),
             Frame::End {
                 id,
                 tail,
@@ -90,7 +98,7 @@ pub struct Started {
     pub stdin: Option<mpsc::Sender<Bytes>>,
     /// Kills the script's process group (FCGI_ABORT_REQUEST, connection closed).
     pub abort: AbortHandle,
-    /// The blocking task; it has queued END_REQUEST when it ends.
+    /// The blocking task; it has queued END_REQUEST (or [`Frame::Cut`]) when it ends.
     pub task: JoinHandle<()>,
     /// Set just before END_REQUEST is queued: a record that arrives after it (the web
     /// server's next BEGIN_REQUEST) may find the task not quite returned, and must wait for
@@ -204,15 +212,13 @@ fn run_job(
     sink.end(outcome.complete, stderr_used);
 }
 
-/// A short CGI-format response (head and text body), for answers given without the engine.
+/// A short CGI-format response (head and text body), for answers given without the engine:
+/// the engine's own text answer ([`front_end::text_answer`]) with `reason` as its phrase.
 pub fn text_response(status: u16, reason: &str, text: &str) -> Bytes {
-    let mut head = ResponseHead::new(status);
+    let (mut head, body) = front_end::text_answer(status, text);
     head.reason = reason.to_string();
-    head.push("Content-Type", "text/plain; charset=utf-8");
-    head.push("Content-Length", text.len().to_string());
-    head.push("Cache-Control", "no-store");
     let mut bytes = cgi_head_bytes(&head);
-    bytes.extend_from_slice(text.as_bytes());
+    bytes.extend_from_slice(&body);
     Bytes::from(bytes)
 }
 
@@ -248,9 +254,15 @@ impl RecordSink {
     }
 
     /// Queues the rest of the output and END_REQUEST. Nothing more after an abort: the
-    /// web server has given up on this response.
+    /// web server has given up on this response. A response cut short (the script failed
+    /// or timed out after the head went out) gets no END_REQUEST at all: the connection is
+    /// closed, so the web server cannot take the truncated body for a whole one.
     fn end(mut self, complete: bool, stderr_used: bool) {
         let aborted = self.abort.is_aborted();
+        if !complete && !aborted {
+            let _ = self.out.blocking_send(Frame::Cut);
+            return;
+        }
         let tail = match aborted {
             true => Bytes::new(),
             false => self.pending.split().freeze(),

@@ -56,6 +56,7 @@ fn service(root: &Root) -> Arc<Service> {
         },
         timeout: None,
         base_env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        max_children: 4,
         limits: Limits {
             header_timeout: SHORT,
             idle_timeout: SHORT,

@@ -5,6 +5,8 @@
 
 use std::io::{self, Read};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -110,6 +112,8 @@ impl RequestBody for StreamedBody {
 pub struct ChannelSink {
     head: Option<oneshot::Sender<ResponseHead>>,
     body: Option<mpsc::Sender<io::Result<Bytes>>>,
+    /// Set by [`ChannelSink::complete`]; the body ends cleanly only when it is set.
+    complete: Arc<AtomicBool>,
     runtime: Handle,
 }
 
@@ -119,20 +123,25 @@ pub struct Pending {
     pub head: oneshot::Receiver<ResponseHead>,
     /// The body chunks.
     pub body: mpsc::Receiver<io::Result<Bytes>>,
+    /// Whether the engine completed the response; read when the chunks end.
+    pub complete: Arc<AtomicBool>,
 }
 
 /// A connected sink and its async counterpart.
 pub fn response_channel(runtime: Handle) -> (ChannelSink, Pending) {
     let (head_tx, head_rx) = oneshot::channel();
     let (body_tx, body_rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let complete = Arc::new(AtomicBool::new(false));
     let sink = ChannelSink {
         head: Some(head_tx),
         body: Some(body_tx),
+        complete: Arc::clone(&complete),
         runtime,
     };
     let pending = Pending {
         head: head_rx,
         body: body_rx,
+        complete,
     };
     (sink, pending)
 }
@@ -145,12 +154,12 @@ fn gone() -> io::Error {
 }
 
 impl ChannelSink {
-    /// Ends the body with an error, so hyper aborts the connection instead of ending the
-    /// response cleanly: the client must not take a cut-short body for a whole one.
-    pub fn fail(&mut self) {
-        if let Some(tx) = self.body.take() {
-            let _ = tx.try_send(Err(io::Error::other("the response was cut short")));
-        }
+    /// Marks the response complete (the engine's `Outcome.complete`). Without it, the body
+    /// ends in an error when the sink is dropped, however full the channel was, so hyper
+    /// aborts the connection instead of ending the response cleanly: the client must not take
+    /// a cut-short body for a whole one.
+    pub fn complete(&mut self) {
+        self.complete.store(true, Ordering::SeqCst);
     }
 
     fn send(&mut self, item: io::Result<Bytes>) -> io::Result<()> {
@@ -192,7 +201,7 @@ impl ResponseSink for ChannelSink {
 
     fn finish(&mut self) -> io::Result<()> {
         // The body ends when the sink is dropped, after the engine has said whether the
-        // response is complete (see `fail`).
+        // response is complete (see `complete`).
         Ok(())
     }
 }
@@ -201,15 +210,23 @@ impl ResponseSink for ChannelSink {
 /// or hyper gave up on the connection), it kills the script through the abort handle.
 pub struct ResponseBody {
     rx: Option<mpsc::Receiver<io::Result<Bytes>>>,
+    /// Set when the engine completed the response; checked when `rx` ends.
+    complete: Arc<AtomicBool>,
     fixed: Option<Bytes>,
     abort: Option<AbortHandle>,
 }
 
 impl ResponseBody {
-    /// The body the engine streams; `abort` fires if it is dropped unfinished.
-    pub fn streamed(rx: mpsc::Receiver<io::Result<Bytes>>, abort: AbortHandle) -> Self {
+    /// The body the engine streams; `abort` fires if it is dropped unfinished. It ends
+    /// cleanly only if `complete` is set by then.
+    pub fn streamed(
+        rx: mpsc::Receiver<io::Result<Bytes>>,
+        complete: Arc<AtomicBool>,
+        abort: AbortHandle,
+    ) -> Self {
         ResponseBody {
             rx: Some(rx),
+            complete,
             fixed: None,
             abort: Some(abort),
         }
@@ -219,6 +236,7 @@ impl ResponseBody {
     pub fn fixed(bytes: impl Into<Bytes>) -> Self {
         ResponseBody {
             rx: None,
+            complete: Arc::new(AtomicBool::new(true)),
             fixed: Some(bytes.into()),
             abort: None,
         }
@@ -246,10 +264,14 @@ impl Body for ResponseBody {
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
-                // Every sender is gone: the engine has finished with this request.
+                // Every sender is gone: the engine has finished with this request. The flag
+                // was set (or not) before the sink was dropped.
                 self.rx = None;
                 self.abort = None;
-                Poll::Ready(None)
+                match self.complete.load(Ordering::SeqCst) {
+                    true => Poll::Ready(None),
+                    false => Poll::Ready(Some(Err(io::Error::other("the response was cut short")))),
+                }
             }
             Poll::Pending => Poll::Pending,
         }

@@ -30,10 +30,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::engine::{Engine, Job, Outcome};
+use crate::front_end::{self, log, log_line};
 use crate::request::Request;
 use crate::response::ResponseHead;
 use crate::runner::{AbortHandle, ErrorOutput};
-use crate::sidecar::parse_timeout_seconds;
 use crate::slots::Slots;
 use bridge::{AbortOnDrop, ResponseBody, StreamedBody};
 
@@ -44,8 +44,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// Scripts get this PATH when the server's own environment has none.
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// How long a request waits for a free script slot before 503 (as the FastCGI mode).
 const SLOT_WAIT: Duration = Duration::from_secs(10);
 /// Response headers that belong to one connection, which hyper manages (RFC 9110 §7.6.1).
@@ -110,18 +108,9 @@ impl State {
 
 /// Serves until Ctrl-C or SIGTERM.
 pub fn run(options: Options) -> anyhow::Result<ExitCode> {
-    let root = std::fs::canonicalize(&options.root)
-        .with_context(|| format!("--root {}", options.root.display()))?;
-    anyhow::ensure!(root.is_dir(), "--root {} is not a folder", root.display());
-    let timeout = options
-        .timeout
-        .map(|t| {
-            parse_timeout_seconds(t)
-                .ok_or_else(|| anyhow::anyhow!("--timeout must be a positive number of seconds"))
-        })
-        .transpose()?;
+    let root = front_end::canonical_root(&options.root)?;
+    let timeout = front_end::timeout_flag(options.timeout)?;
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
     let state = Arc::new(State {
         engine: Engine {
             root: Some(root.clone()),
@@ -129,7 +118,7 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
         },
         root,
         timeout,
-        base_env: vec![("PATH".to_string(), path)],
+        base_env: front_end::base_env(),
         running: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
     });
@@ -150,10 +139,10 @@ async fn serve(state: Arc<State>, listen: &str) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    eprintln!(
-        "http-conditional: serving {} on http://{local}/ (Ctrl-C stops)",
+    log(format_args!(
+        "serving {} on http://{local}/ (Ctrl-C stops)",
         state.root.display()
-    );
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     loop {
         tokio::select! {
@@ -162,7 +151,7 @@ async fn serve(state: Arc<State>, listen: &str) -> anyhow::Result<()> {
                     tokio::spawn(connection(stream, remote, Arc::clone(&state), stop_rx.clone()));
                 }
                 Err(e) => {
-                    eprintln!("http-conditional: accept failed: {e}");
+                    log(format_args!("accept failed: {e}"));
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
@@ -175,10 +164,10 @@ async fn serve(state: Arc<State>, listen: &str) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let in_flight = state.in_flight();
     if in_flight > 0 {
-        eprintln!(
-            "http-conditional: stopping; {in_flight} request(s) get {} s to finish",
+        log(format_args!(
+            "stopping; {in_flight} request(s) get {} s to finish",
             SHUTDOWN_GRACE.as_secs()
-        );
+        ));
     }
     tokio::select! {
         () = stop_tx.closed() => {}
@@ -187,7 +176,7 @@ async fn serve(state: Arc<State>, listen: &str) -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     state.abort_all();
-    eprintln!("http-conditional: stopped");
+    log(format_args!("stopped"));
     Ok(())
 }
 
@@ -220,7 +209,7 @@ async fn connection(
     if let Err(e) = result {
         // A client that leaves or stalls is routine; only say something about the rest.
         if !(e.is_incomplete_message() || e.is_canceled() || e.is_timeout() || e.is_closed()) {
-            eprintln!("http-conditional: connection from {remote}: {e}");
+            log(format_args!("connection from {remote}: {e}"));
         }
     }
 }
@@ -252,7 +241,7 @@ async fn respond(
                 text.len() as u64,
                 true,
             );
-            return Ok(text_response(refusal.status, text));
+            return Ok(text_response(refusal.status, &text));
         }
     };
     let vars = route::cgi_vars(
@@ -287,8 +276,9 @@ async fn respond(
         let outcome = state
             .engine
             .handle(&job, &mut body, &errors, &abort, &mut sink);
-        if !outcome.complete {
-            sink.fail();
+        if outcome.complete {
+            // Only now may the body end cleanly; dropped without this, it ends in an error.
+            sink.complete();
         }
         state.unregister(id);
         outcome
@@ -303,7 +293,7 @@ async fn respond(
         state.unregister(id);
         let text = "500 internal error\n";
         line.write(500, &summary, text.len() as u64, true);
-        return Ok(text_response(500, text.to_string()));
+        return Ok(text_response(500, text));
     };
     let abort = guard.disarm();
     // Without a body to send, hyper drops it unpolled: then its drop must not kill the script
@@ -311,6 +301,7 @@ async fn respond(
     let bodiless = parts.method == Method::HEAD || matches!(head.status, 100..=199 | 204 | 304);
     let body = ResponseBody::streamed(
         pending.body,
+        pending.complete,
         if bodiless { AbortHandle::new() } else { abort },
     );
     tokio::spawn(async move {
@@ -351,20 +342,18 @@ impl LogLine {
     fn write(&self, status: u16, decision: &str, bytes: u64, complete: bool) {
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let cut = if complete { "" } else { " (cut short)" };
-        eprintln!(
+        log_line(format_args!(
             "{} {} {status} [{decision}] {bytes} B {ms:.1} ms{cut}",
             self.method, self.target
-        );
+        ));
     }
 }
 
-/// A short plain-text response that never reached the engine.
-fn text_response(status: u16, text: String) -> hyper::Response<ResponseBody> {
-    let mut head = ResponseHead::new(status);
-    head.push("Content-Type", "text/plain; charset=utf-8");
-    head.push("Content-Length", text.len().to_string());
-    head.push("Cache-Control", "no-store");
-    hyper_response(&head, ResponseBody::fixed(text))
+/// A short plain-text response that never reached the engine, with the head the engine
+/// gives its own text answers.
+fn text_response(status: u16, text: &str) -> hyper::Response<ResponseBody> {
+    let (head, body) = front_end::text_answer(status, text);
+    hyper_response(&head, ResponseBody::fixed(body))
 }
 
 /// The engine's response head as hyper's, less hop-by-hop headers hyper manages itself.
@@ -389,7 +378,7 @@ fn hyper_response(head: &ResponseHead, body: ResponseBody) -> hyper::Response<Re
             (Ok(name), Ok(value)) => {
                 headers.append(name, value);
             }
-            _ => eprintln!("http-conditional: dropped an invalid response header {name:?}"),
+            _ => log(format_args!("dropped an invalid response header {name:?}")),
         }
     }
     response

@@ -1,0 +1,130 @@
+//! What the long-running front ends ([`crate::fastcgi`], [`crate::serve`]) and
+//! [`crate::explain`] share: the environment scripts start from, the checks on `--root` and
+//! `--timeout`, the plain-text answers given outside the engine, and log lines that cannot
+//! panic.
+
+use std::fmt::Display;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::engine::send_text;
+use crate::response::{ResponseHead, ResponseSink};
+use crate::sidecar::parse_timeout_seconds;
+
+/// PATH given to scripts when the daemon itself has none (nginx passes no PATH param).
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Variables every script gets unless the request carries them: the daemon's PATH (or
+/// [`DEFAULT_PATH`]).
+pub fn base_env() -> Vec<(String, String)> {
+    let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
+    vec![("PATH".to_string(), path)]
+}
+
+/// `--root` with symlinks resolved; an error unless it is a folder.
+pub fn canonical_root(root: &Path) -> anyhow::Result<PathBuf> {
+    let canonical =
+        std::fs::canonicalize(root).with_context(|| format!("--root {}", root.display()))?;
+    anyhow::ensure!(
+        canonical.is_dir(),
+        "--root {} is not a folder",
+        canonical.display()
+    );
+    Ok(canonical)
+}
+
+/// `--timeout` checked once at start-up, as a sidecar's `timeout` is: an invalid value is an
+/// error, never silently the default.
+pub fn timeout_flag(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    seconds
+        .map(|s| {
+            parse_timeout_seconds(s).ok_or_else(|| {
+                anyhow::anyhow!("--timeout {s} must be a positive number of seconds")
+            })
+        })
+        .transpose()
+}
+
+/// A short plain-text answer given outside the engine, built by the engine's own
+/// [`send_text`] so its status line, Content-Type, Content-Length and Cache-Control are the
+/// same as the engine's error answers.
+pub fn text_answer(status: u16, text: &str) -> (ResponseHead, Vec<u8>) {
+    let mut collected = Collect::default();
+    // `Collect` never fails.
+    let _ = send_text(&mut collected, status, text);
+    let head = collected.head.unwrap_or_else(|| ResponseHead::new(status));
+    (head, collected.body)
+}
+
+/// A sink that keeps what it is given.
+#[derive(Default)]
+struct Collect {
+    head: Option<ResponseHead>,
+    body: Vec<u8>,
+}
+
+impl ResponseSink for Collect {
+    fn send_head(&mut self, head: &ResponseHead) -> io::Result<()> {
+        self.head = Some(head.clone());
+        Ok(())
+    }
+
+    fn send_body(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.body.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes `http-conditional: MESSAGE` to stderr in one write; a closed or full stderr is
+/// ignored (a daemon must not die because its log went away).
+pub fn log(message: impl Display) {
+    log_line(format_args!("http-conditional: {message}"));
+}
+
+/// Writes one line to stderr as it is (access-log lines); errors are ignored.
+pub fn log_line(line: impl Display) {
+    let line = format!("{line}\n");
+    let _ = io::stderr().lock().write_all(line.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_timeout_flag_is_an_error() {
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e10] {
+            assert!(timeout_flag(Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(timeout_flag(None).unwrap(), None);
+        assert_eq!(
+            timeout_flag(Some(1.5)).unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+    }
+
+    #[test]
+    fn a_text_answer_has_the_engine_headers() {
+        let (head, body) = text_answer(404, "404 Not Found\n");
+        assert_eq!(head.status, 404);
+        assert_eq!(body, b"404 Not Found\n");
+        assert_eq!(head.get("Content-Length"), Some(&b"14"[..]));
+        assert_eq!(head.get("Cache-Control"), Some(&b"no-store"[..]));
+        assert!(head.has("Content-Type"));
+    }
+
+    #[test]
+    fn a_root_that_is_a_file_is_refused() {
+        let file = std::env::current_exe().unwrap();
+        let err = canonical_root(&file).unwrap_err().to_string();
+        assert!(err.contains("is not a folder"), "{err}");
+        assert!(canonical_root(Path::new("/no/such/root")).is_err());
+    }
+}
