@@ -1,5 +1,10 @@
 //! Each precondition header as `Conditions::from_request` parsed it, and whether RFC 9110
 //! §13.2.2 gets to evaluate it: the notes only explain; `preconditions::evaluate` decides.
+//!
+//! "ignored" notes are `Header::Ignored`'s own reasons. The "not evaluated" notes restate the
+//! skip rules of `preconditions` (which keeps them private to its per-header functions); the
+//! tests below check every note against `preconditions::evaluate` over every combination of
+//! headers, validators and methods, so the two cannot drift apart silently.
 
 use std::time::SystemTime;
 
@@ -135,4 +140,143 @@ fn append_note(report: &mut ConditionReport, note: &str) {
         Some(before) => format!("{before}; {note}"),
         None => note.to_string(),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::etag::EntityTag;
+    use crate::preconditions::{Rule, Verdict, evaluate};
+
+    const T: u64 = 1_000_000_000;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn tags(raw: &str) -> Header<EtagList> {
+        Header::Value(EtagList::parse(raw.as_bytes()).expect("a valid list"))
+    }
+
+    /// Every form a tag header takes: absent, unusable, matching `"abc"`, matching nothing.
+    fn tag_forms() -> Vec<Header<EtagList>> {
+        vec![
+            Header::Absent,
+            Header::Ignored("malformed"),
+            tags(r#""abc""#),
+            tags(r#""zzz""#),
+        ]
+    }
+
+    /// Every form a date header takes: absent, unusable, before and after `T`.
+    fn date_forms() -> Vec<Header<SystemTime>> {
+        vec![
+            Header::Absent,
+            Header::Ignored("not a valid HTTP-date"),
+            Header::Value(at(T - 100)),
+            Header::Value(at(T + 100)),
+        ]
+    }
+
+    /// `c` with header `index` (in report order) replaced by its `form`-th form.
+    fn with(c: &Conditions, index: usize, form: usize) -> Conditions {
+        let mut c = c.clone();
+        match index {
+            0 => c.if_match = tag_forms().swap_remove(form),
+            1 => c.if_unmodified_since = date_forms().swap_remove(form),
+            2 => c.if_none_match = tag_forms().swap_remove(form),
+            _ => c.if_modified_since = date_forms().swap_remove(form),
+        }
+        c
+    }
+
+    /// The §13.2.2 step a rule belongs to; a header's step is its index + 1.
+    fn step(rule: Rule) -> usize {
+        match rule {
+            Rule::IfMatchFailed => 1,
+            Rule::IfUnmodifiedSinceFailed => 2,
+            Rule::IfNoneMatchMatched
+            | Rule::IfNoneMatchMatchedUnsafe
+            | Rule::IfNoneMatchNoMatch => 3,
+            Rule::IfModifiedSinceNotModified | Rule::IfModifiedSinceModified => 4,
+            Rule::NoConditionApplies => 5,
+        }
+    }
+
+    fn all_conditions() -> Vec<Conditions> {
+        let mut all = Vec::new();
+        for im in 0..4 {
+            for ius in 0..4 {
+                for inm in 0..4 {
+                    for ims in 0..4 {
+                        all.push(Conditions {
+                            if_match: tag_forms().swap_remove(im),
+                            if_unmodified_since: date_forms().swap_remove(ius),
+                            if_none_match: tag_forms().swap_remove(inm),
+                            if_modified_since: date_forms().swap_remove(ims),
+                        });
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    fn all_validators() -> Vec<Validators> {
+        let (etag, time) = (Some(EntityTag::strong("abc")), Some(at(T)));
+        vec![
+            Validators {
+                etag: etag.clone(),
+                last_modified: time,
+            },
+            Validators {
+                etag,
+                last_modified: None,
+            },
+            Validators {
+                etag: None,
+                last_modified: time,
+            },
+            Validators {
+                etag: None,
+                last_modified: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_note_agrees_with_preconditions_evaluate() {
+        let request = Request::new(Vec::new());
+        let methods = [Method::Get, Method::Head, Method::Other("POST".into())];
+        for c in all_conditions() {
+            for v in all_validators() {
+                for m in &methods {
+                    let verdict: Verdict = evaluate(&c, &v, m);
+                    let reports = reports(&c, &request, m, Some(&v));
+                    for (i, r) in reports.iter().enumerate() {
+                        let alternatives: Vec<Verdict> =
+                            (0..4).map(|f| evaluate(&with(&c, i, f), &v, m)).collect();
+                        let case = format!("{} {:?}\n{c:?}\n{v:?} {m:?}", r.header, r.note);
+                        if r.state == "not_evaluated" {
+                            // Skipped here: no form of this header changes the decision.
+                            assert!(alternatives.iter().all(|a| *a == verdict), "{case}");
+                        }
+                        if r.state == "ignored" && matches!(i, 1 | 3) {
+                            // An unusable date counts as absent.
+                            assert_eq!(alternatives[0], verdict, "{case}");
+                        }
+                        if r.state == "parsed" && step(verdict.rule) >= i + 1 {
+                            // Evaluated (and reached): some form of it changes the decision.
+                            assert!(alternatives.iter().any(|a| *a != verdict), "{case}");
+                        }
+                        if i == 0 && r.state == "ignored" {
+                            assert_eq!(verdict.rule, Rule::IfMatchFailed, "{case}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -16,8 +16,10 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::cgi_head::is_token_char;
 use crate::encoding::{self, Coding};
 use crate::engine::{self, Job};
+use crate::front_end;
 use crate::preconditions::{self, Decision};
 use crate::request::{Conditions, Request};
 use crate::response::ResponseHead;
@@ -27,8 +29,6 @@ use crate::sidecar::{self, sidecar_path};
 use crate::timestamp::{format_http_date, unix_seconds};
 use crate::validators::{Candidate, Source};
 
-/// Scripts get this PATH (for the probe) when explain's own environment has none.
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// Variables a web server would set for the wrapper, passed on when explain has them.
 const PASSED_FROM_ENV: [&str; 2] = ["CONDITIONAL_INTERPRETER", "CONDITIONAL_TIMEOUT"];
 
@@ -184,7 +184,7 @@ pub fn explain(options: &Options) -> anyhow::Result<Report> {
     let headers = parse_headers(&options.headers)?;
     let method_name = options.method.trim().to_ascii_uppercase();
     anyhow::ensure!(
-        !method_name.is_empty() && method_name.bytes().all(is_token_byte),
+        !method_name.is_empty() && method_name.bytes().all(is_token_char),
         "--method {:?} is not an HTTP method",
         options.method
     );
@@ -223,13 +223,13 @@ pub fn explain(options: &Options) -> anyhow::Result<Report> {
         report.conditions = conditions::reports(&conditions, &request, &method, None);
         return Ok(report);
     };
-    let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
     let job = Job {
         request: &request,
         script: Some(script.path.clone()),
         interpreter: None,
         timeout: None,
-        base_env: vec![("PATH".to_string(), path)],
+        // The probe gets the PATH a front end's scripts get.
+        base_env: front_end::base_env(),
     };
     let plan = engine::plan(&job, script.clone(), Some(&sidecar))?;
     let representation = engine::represent(
@@ -339,7 +339,7 @@ fn parse_headers(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         };
         let name = name.trim();
         anyhow::ensure!(
-            !name.is_empty() && name.bytes().all(is_token_byte),
+            !name.is_empty() && name.bytes().all(is_token_char),
             "--header {line:?}: {name:?} is not a header name"
         );
         let value = value.trim();
@@ -359,11 +359,6 @@ fn parse_headers(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         }
     }
     Ok(headers)
-}
-
-/// RFC 9110 §5.6.2 `tchar`.
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The CGI variables a web server would set for this request (RFC 3875 §4.1).
