@@ -41,7 +41,7 @@ fn keep_conn_serves_several_requests_on_one_connection() {
 
 #[test]
 fn management_records_and_unknown_roles() {
-    let (dir, responder) = setup("fcgi-mgmt", &[]);
+    let (dir, responder) = setup("fcgi-mgmt", &["--max-children", "3"]);
     let mut client = responder.connect();
     let mut names = BytesMut::new();
     let asked = [
@@ -63,7 +63,9 @@ fn management_records_and_unknown_roles() {
     };
     assert_eq!(value("FCGI_MPXS_CONNS").as_deref(), Some("0"));
     assert!(value("FCGI_MAX_CONNS").unwrap().parse::<u32>().unwrap() > 0);
-    assert!(value("FCGI_MAX_REQS").is_some());
+    // Requests at once are the script slots, not the connection cap.
+    assert_eq!(value("FCGI_MAX_REQS").as_deref(), Some("3"));
+    assert_ne!(value("FCGI_MAX_CONNS").as_deref(), Some("3"));
     assert_eq!(
         value("FCGI_UNKNOWN"),
         None,
@@ -234,5 +236,44 @@ fn max_children_answers_503_when_no_slot_frees_in_time() {
     busy.record(ABORT_REQUEST, 1, b"").unwrap();
     assert!(busy.read_reply(1).end.is_some());
     assert_no_leftovers(&sleeper);
+    assert_still_serving(&responder, &dir.path);
+}
+
+#[test]
+fn a_script_failing_mid_body_gets_no_end_request_and_the_connection_closes() {
+    let (dir, responder) = setup("fcgi-cut", &[]);
+    // Past the buffer, so the head is out before the failure: only closing can tell.
+    dir.write(
+        "fails.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nhead -c 400000 /dev/zero\nexit 1\n",
+        true,
+    );
+    dir.write(
+        "stalls.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nhead -c 400000 /dev/zero\nexec sleep 30\n",
+        true,
+    );
+    dir.sidecar("stalls.cgi", r#"{"timeout": 1}"#);
+    for name in ["fails.cgi", "stalls.cgi"] {
+        let mut client = responder.connect();
+        let params = cgi_params(&dir.path, name);
+        client
+            .send_request(1, true, &as_refs(&params), b"")
+            .unwrap();
+        let reply = client.read_reply(1);
+        assert_eq!(reply.status(), 200, "{name}: the head was sent");
+        assert!(
+            reply.body().len() >= 256 * 1024,
+            "{name}: a body was streaming"
+        );
+        assert_eq!(
+            reply.end, None,
+            "{name}: a cut-short response must not end with END_REQUEST"
+        );
+        assert!(
+            client.closed_within(Duration::from_secs(5)),
+            "{name}: connection left open"
+        );
+    }
     assert_still_serving(&responder, &dir.path);
 }

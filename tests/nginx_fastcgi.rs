@@ -369,3 +369,48 @@ fn many_requests_over_kept_upstream_connections_all_succeed() {
         assert_eq!(reply.status, want, "request {i}: {}", site.diagnose());
     }
 }
+
+#[test]
+fn a_script_failing_mid_body_never_looks_complete_to_the_client() {
+    let Some(site) = Site::start("nginx-cut") else {
+        return;
+    };
+    // Past the buffer, so the head is out before the failure; one fails, one times out.
+    site.script(
+        "fails.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nhead -c 400000 /dev/zero\nexit 1\n",
+        None,
+    );
+    site.script(
+        "stalls.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nhead -c 400000 /dev/zero\nexec sleep 30\n",
+        Some(r#"{"timeout": 1}"#),
+    );
+    for name in ["fails.cgi", "stalls.cgi"] {
+        let output = std::process::Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "--max-time", "20"])
+            .arg(format!("http://{}/{name}", site.nginx.addr))
+            .output()
+            .expect("run curl");
+        assert!(
+            !output.status.success(),
+            "{name}: curl took a cut-short body for a whole one\n{}",
+            site.diagnose()
+        );
+        // Not curl's own timeout: the response was aborted.
+        assert_ne!(output.status.code(), Some(28), "{name}: curl timed out");
+    }
+    assert!(
+        site.nginx
+            .error_log()
+            .contains("upstream prematurely closed"),
+        "{}",
+        site.diagnose()
+    );
+    site.script(
+        "hello.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nhello\\n'\n",
+        None,
+    );
+    assert_eq!(site.get("/hello.cgi", &[]).text(), "hello\n");
+}

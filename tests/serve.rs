@@ -590,3 +590,65 @@ fn sigterm_and_ctrl_c_stop_the_server_cleanly() {
         assert!(server.log().contains("stopped"));
     }
 }
+
+#[test]
+fn a_script_failing_mid_body_never_ends_its_response_cleanly() {
+    let server = Server::start();
+    // Past the buffer, so the head is out before the script fails.
+    server.dir.write(
+        "root/fails.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nhead -c 400000 /dev/zero\nexit 1\n",
+        true,
+    );
+    // A client that reads nothing until the script has failed: the response channel is full
+    // when the failure comes, which must not drop it.
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /fails.cgi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    assert!(got.starts_with(b"HTTP/1.1 200"), "the head was sent");
+    assert!(
+        !got.ends_with(b"0\r\n\r\n"),
+        "a cut-short body ended like a whole one ({} bytes)",
+        got.len()
+    );
+    server.log_line(&["GET /fails.cgi 200", "cut short"]);
+
+    // A real client sees an error, not a clean end.
+    let mut response = agent().get(&server.url("/fails.cgi")).call().expect("head");
+    assert_eq!(response.status().as_u16(), 200);
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec();
+    assert!(body.is_err(), "the client read a complete-looking body");
+
+    let page = get(&agent(), &server.url("/page.cgi"), &[]);
+    assert_eq!(page.status, 200);
+}
+
+#[test]
+fn an_invalid_timeout_is_refused_at_start_up_by_serve_and_fastcgi() {
+    let dir = TempDir::new("serve-timeout");
+    for command in ["serve", "fastcgi"] {
+        let output = Command::new(bin())
+            .args([command, "--root"])
+            .arg(&dir.path)
+            .args(["--listen", "127.0.0.1:1", "--timeout", "0"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{command} started");
+        assert!(stderr.contains("--timeout"), "{command}: {stderr}");
+    }
+}
