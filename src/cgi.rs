@@ -8,6 +8,7 @@ use std::io::{self, BufWriter, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use crate::engine::{self, Engine, Job, RequestBody};
 use crate::request::{Request, percent_decode};
@@ -40,18 +41,19 @@ pub fn invoked_by_server() -> bool {
 /// reading in which the script argument is the one the server named (SCRIPT_FILENAME or
 /// PATH_TRANSLATED): then the words were never appended and belong to the command line.
 pub fn own_arguments(args: Vec<OsString>, request: &Request) -> Vec<OsString> {
-    let words = search_words(request.query());
-    if words.is_empty() || args.len() < words.len() {
+    let raw = search_words(request.query());
+    if raw.is_empty() {
         return args;
     }
+    // Apache passes each word through ap_escape_shell_cmd, and mod_cgid skips empty words: the
+    // words may reach us in any of these forms.
+    let escaped: Vec<Vec<u8>> = raw.iter().map(|w| shell_escaped(w)).collect();
+    let non_empty = |words: &[Vec<u8>]| words.iter().filter(|w| !w.is_empty()).cloned().collect();
+    let forms: [Vec<Vec<u8>>; 4] = [non_empty(&escaped), escaped, non_empty(&raw), raw];
+    let Some(words) = forms.iter().find(|words| ends_with(&args, words)) else {
+        return args;
+    };
     let split = args.len() - words.len();
-    let ends_with_words = args[split..]
-        .iter()
-        .zip(&words)
-        .all(|(arg, word)| arg.as_bytes() == word.as_slice());
-    if !ends_with_words {
-        return args;
-    }
     let names_served_script = |list: &[OsString]| {
         list.last().is_some_and(|last| {
             ["SCRIPT_FILENAME", "PATH_TRANSLATED"].iter().any(|var| {
@@ -66,6 +68,28 @@ pub fn own_arguments(args: Vec<OsString>, request: &Request) -> Vec<OsString> {
         return args;
     }
     dropped.to_vec()
+}
+
+fn ends_with(args: &[OsString], words: &[Vec<u8>]) -> bool {
+    args.len() >= words.len()
+        && args[args.len() - words.len()..]
+            .iter()
+            .zip(words)
+            .all(|(arg, word)| arg.as_bytes() == word.as_slice())
+}
+
+/// A word as Apache's ap_escape_shell_cmd leaves it: a backslash before each shell
+/// metacharacter.
+fn shell_escaped(word: &[u8]) -> Vec<u8> {
+    const SHELL_SPECIALS: &[u8] = b"&;`'\"|*?~<>^()[]{}$\\\n";
+    let mut out = Vec::with_capacity(word.len() + 4);
+    for &b in word {
+        if SHELL_SPECIALS.contains(&b) {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// The `+`-separated, URL-decoded words of a query with no unencoded `=` (RFC 3875 §4.4).
@@ -155,7 +179,9 @@ pub fn run(options: Options, request: Request) -> ExitCode {
         timeout: options.timeout.and_then(parse_timeout_seconds),
         base_env: Vec::new(),
     };
-    let outcome = Engine::default().handle(&job, &mut body, &relay, &AbortHandle::new(), &mut sink);
+    let abort = AbortHandle::new();
+    kill_script_on_termination(&abort);
+    let outcome = Engine::default().handle(&job, &mut body, &relay, &abort, &mut sink);
     if outcome.complete {
         ExitCode::SUCCESS
     } else {
@@ -163,10 +189,42 @@ pub fn run(options: Options, request: Request) -> ExitCode {
     }
 }
 
+/// The running request's abort handle, for the signal handler.
+static RUNNING: OnceLock<AbortHandle> = OnceLock::new();
+
+/// When the server gives up on the request (client gone, its own timeout) it signals the
+/// wrapper; the script runs in its own process group, so the wrapper takes it down first.
+fn kill_script_on_termination(abort: &AbortHandle) {
+    if RUNNING.set(abort.clone()).is_err() {
+        return;
+    }
+    for signal in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
+        // SAFETY: installs a handler that only does async-signal-safe work (atomic loads and
+        // stores, kill, signal, raise); the sigaction struct is zeroed and fully set up.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_termination as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+extern "C" fn on_termination(signal: libc::c_int) {
+    if let Some(abort) = RUNNING.get() {
+        abort.abort();
+    }
+    // SAFETY: restoring the default action and re-raising ends the wrapper as the signal asked.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
+}
+
 /// Answers a command line that could not be parsed with a 500, since a web server is waiting
 /// for a CGI response, not a usage message.
 pub fn refuse_arguments(message: &str) -> ExitCode {
-    eprintln!("http-conditional: {message}");
+    crate::log::line(message);
     let mut sink = CgiWriter::new(io::stdout().lock());
     let _ = engine::send_text(&mut sink, 500, "http-conditional: bad command line\n");
     ExitCode::FAILURE
@@ -201,6 +259,24 @@ mod tests {
         assert_eq!(
             own_arguments(os(&["/usr/bin/php-cgi", "/x.php", "a", "b"]), &r),
             os(&["/usr/bin/php-cgi", "/x.php"])
+        );
+    }
+
+    #[test]
+    fn apache_shell_escaped_and_empty_words_are_dropped_too() {
+        let r = req("a%3Bb+x*", Some("/srv/page.cgi"));
+        assert_eq!(
+            own_arguments(os(&["/srv/page.cgi", "a\\;b", "x\\*"]), &r),
+            os(&["/srv/page.cgi"])
+        );
+        let r = req("a++b", Some("/srv/page.cgi"));
+        assert_eq!(
+            own_arguments(os(&["/srv/page.cgi", "a", "b"]), &r),
+            os(&["/srv/page.cgi"])
+        );
+        assert_eq!(
+            own_arguments(os(&["/srv/page.cgi", "a", "", "b"]), &r),
+            os(&["/srv/page.cgi"])
         );
     }
 

@@ -122,7 +122,7 @@ fn parse_status(value: &[u8]) -> Result<(u16, String), String> {
 }
 
 /// RFC 9110 §5.6.2 tchar.
-fn is_token_char(b: u8) -> bool {
+pub fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

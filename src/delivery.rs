@@ -51,8 +51,9 @@ pub(crate) fn start(
     ex: &mut Exchange<'_>,
 ) -> Result<Output, Failure> {
     let command = plan.command_for(ex.request, extra);
-    ex.progress.input_taken = true;
     let mut running = plan.spawn(&command, ex.body.take_input(), ex.errors, ex.abort)?;
+    // Only a script that started has the body; otherwise the failure answer still reads it.
+    ex.progress.input_taken = true;
     let mut buffered = Vec::with_capacity(8 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     let mut at_eof = false;
@@ -136,10 +137,21 @@ pub(crate) fn send(
         head.remove(&["Content-Length"]);
         head.push("Content-Encoding", token);
     }
-    if output.complete {
+    // RFC 9110 §6.4.1, §8.6: no content, and no Content-Length of ours, on 1xx, 204 and 304.
+    let bodiless = status < 200 || status == 204 || status == 304;
+    if bodiless {
+        output.buffered.clear();
+        if !output.complete {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let _ = drain(&mut output.running, &mut chunk);
+        }
+    }
+    if output.complete || bodiless {
         let body = encoding::encode_all(coding, &output.buffered)?;
-        head.remove(&["Content-Length"]);
-        head.push("Content-Length", body.len().to_string());
+        if !bodiless {
+            head.remove(&["Content-Length"]);
+            head.push("Content-Length", body.len().to_string());
+        }
         ex.sink.send_head(head)?;
         progress.head_sent = true;
         if !is_head {
@@ -162,9 +174,11 @@ pub(crate) fn send(
     let exit = result.and_then(|()| output.running.wait_in_place());
     let complete = matches!(&exit, Ok(s) if s.success());
     if let Err(e) = &exit {
-        eprintln!("http-conditional: response cut short: {e:?}");
+        crate::log::line(&format!("response cut short: {e:?}"));
     } else if !complete {
-        eprintln!("http-conditional: script failed after its response started: {exit:?}");
+        crate::log::line(&format!(
+            "script failed after its response started: {exit:?}"
+        ));
     }
     ex.sink.finish()?;
     Ok(ran(status, progress.body_bytes, complete))

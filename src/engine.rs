@@ -12,6 +12,7 @@ use crate::cache_policy::CachePolicy;
 use crate::delivery::{Exchange, Progress, finish_silently, send, start};
 use crate::encoding::{self, Coding};
 use crate::failure::Failure;
+use crate::log;
 use crate::preconditions::{self, Decision, Rule};
 use crate::request::{Conditions, Request};
 use crate::response::{ResponseHead, ResponseSink};
@@ -128,7 +129,12 @@ impl Engine {
             .and_then(|p| p.file_name())
             .unwrap_or_default()
             .to_string_lossy();
-        eprintln!("http-conditional: {name}: {failure}");
+        // A client that went away is routine for a web server, not worth a log line.
+        let client_gone = matches!(&failure, Failure::Io(e)
+            if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset));
+        if !client_gone {
+            log::line(&format!("{name}: {failure}"));
+        }
         let status = failure.status();
         let mut outcome = Outcome {
             status,
@@ -205,19 +211,33 @@ fn declared(plan: &Plan, sidecar: &Sidecar, ex: &mut Exchange<'_>) -> Result<Out
     if output.head.status == 200 {
         output.head.remove(&OWNED_HEADERS);
         // The original library's refresh: after a change, answer with the new validators.
+        // A body too large to buffer is still being produced, so the validators can only be
+        // refreshed for a script that has finished; a failed re-probe keeps the earlier ones
+        // rather than turn a change that succeeded into an error.
         let fresh;
-        let representation = if method.is_get_or_head() {
+        let representation = if method.is_get_or_head() || !output.complete {
             &representation
         } else {
-            fresh = represent(
+            match represent(
                 plan,
                 sidecar,
                 request,
                 ex.errors,
                 ex.abort,
                 SystemTime::now(),
-            )?;
-            &fresh
+            ) {
+                Ok(refreshed) => {
+                    fresh = refreshed;
+                    &fresh
+                }
+                Err(failure) => {
+                    log::line(&format!(
+                        "{}: validators not refreshed: {failure}",
+                        plan.script.name
+                    ));
+                    &representation
+                }
+            }
         };
         if !output.head.has("Content-Encoding") {
             coding_used = coding;

@@ -6,8 +6,11 @@ use std::fmt;
 /// (nginx gzip weakens it instead; Apache mod_deflate and mod_brotli append these).
 const ENCODING_SUFFIXES: [&str; 3] = ["-gzip", "-br", "-deflate"];
 
+/// The suffixes of the encoded variants the wrapper itself produces (see `variant`).
+const OUR_VARIANTS: [&str; 2] = ["gzip", "deflate"];
+
 /// Longest If-Match / If-None-Match value we parse; longer ones are treated as malformed.
-const MAX_LIST_BYTES: usize = 64 * 1024;
+const MAX_LIST_BYTES: usize = crate::request::MAX_HEADER_BYTES;
 
 /// One entity tag, `W/"opaque"` or `"opaque"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,9 +46,20 @@ impl EntityTag {
             .unwrap_or(&self.opaque)
     }
 
-    /// Strong comparison (RFC 9110 §8.8.3.2), tolerant of a front end's encoding suffix.
+    /// Strong comparison (RFC 9110 §8.8.3.2): identical opaque tags, neither weak. `ours` is the
+    /// identity tag; the tags of the variants we encode ourselves (`-gzip`, `-deflate`) are ours
+    /// too, and nothing else (a `-br` we never produced is not a strong match).
     pub fn strong_matches(&self, ours: &EntityTag) -> bool {
-        !self.weak && !ours.weak && self.base_opaque() == ours.base_opaque()
+        if self.weak || ours.weak {
+            return false;
+        }
+        self.opaque == ours.opaque
+            || OUR_VARIANTS.iter().any(|suffix| {
+                self.opaque
+                    .strip_prefix(ours.opaque.as_str())
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    == Some(suffix)
+            })
     }
 
     /// Weak comparison (RFC 9110 §8.8.3.2), tolerant of a front end's encoding suffix.
@@ -223,7 +237,13 @@ mod tests {
         ] {
             assert!(tags(raw)[0].weak_matches(&ours), "{raw}");
         }
-        assert!(tags(r#""x-gzip""#)[0].strong_matches(&ours.variant("gzip")));
+        assert!(tags(r#""x-gzip""#)[0].strong_matches(&ours));
+        assert!(tags(r#""x-deflate""#)[0].strong_matches(&ours));
+        assert!(
+            !tags(r#""x-br""#)[0].strong_matches(&ours),
+            "not a tag we produce"
+        );
+        assert!(!tags(r#""x-gzip-gzip""#)[0].strong_matches(&ours));
         assert!(!tags(r#""y-gzip""#)[0].weak_matches(&ours));
     }
 

@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +19,9 @@ use crate::timestamp::parse_flexible;
 
 /// Time a script may run when nothing else sets it.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Set in a script's environment to the script's real path, so a wrapper started again for
+/// the same script (a shebang through `env`) refuses instead of looping.
+const WRAPPED_MARK: &str = "CONDITIONAL_WRAPPED";
 /// A probe answers with one line; more than this is not a probe answer.
 const PROBE_OUTPUT_LIMIT: usize = 64 * 1024;
 /// A resolved script and how to run it (`explain` builds one to run the probe).
@@ -56,6 +60,14 @@ pub fn plan(job: &Job<'_>, script: Script, sidecar: Option<&Sidecar>) -> Result<
                 .and_then(sidecar::parse_timeout_seconds)
         })
         .unwrap_or(DEFAULT_TIMEOUT);
+    // The wrapper marks what it runs; meeting its own mark for the same script means the script
+    // came back to the wrapper by a path the shebang check cannot see (`#!/usr/bin/env ...`).
+    let looped = request
+        .var(WRAPPED_MARK)
+        .is_some_and(|v| v == script.real_path.as_os_str().as_bytes());
+    if looped && interpreter.is_none() {
+        return Err(Failure::SelfShebang(script.name.clone()));
+    }
     let (program, args) = crate::script::command_line(&script, interpreter.as_ref())?;
     let command = ScriptCommand {
         program,
@@ -79,16 +91,18 @@ pub fn plan(job: &Job<'_>, script: Script, sidecar: Option<&Sidecar>) -> Result<
 }
 
 impl Plan {
-    /// The command with the request's environment: SCRIPT_FILENAME names the script itself
-    /// (under Apache `Action` it named the wrapper, and php-cgi reads it), and HEAD runs as
-    /// GET so the headers match.
+    /// The command with the request's environment: SCRIPT_FILENAME names the script itself by
+    /// its real path (under Apache `Action` it named the wrapper, and php-cgi opens it), and
+    /// HEAD runs as GET so the headers match.
     pub(crate) fn command_for(
         &self,
         request: &Request,
         extra: &[(&str, OsString)],
     ) -> ScriptCommand {
         let mut extra = extra.to_vec();
-        extra.push(("SCRIPT_FILENAME", self.script.path.clone().into_os_string()));
+        let real_path = self.script.real_path.clone().into_os_string();
+        extra.push(("SCRIPT_FILENAME", real_path.clone()));
+        extra.push((WRAPPED_MARK, real_path));
         if request.method() == Method::Head {
             extra.push(("REQUEST_METHOD", "GET".into()));
         }

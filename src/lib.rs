@@ -17,6 +17,7 @@ pub mod failure;
 pub mod fastcgi;
 pub mod front_end;
 pub mod launch;
+pub mod log;
 pub mod preconditions;
 pub mod request;
 pub mod response;

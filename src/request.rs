@@ -11,7 +11,7 @@ use crate::etag::EtagList;
 use crate::timestamp::parse_http_date;
 
 /// Request header values longer than this are treated as absent.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// The request method (RFC 9110 §9).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -267,6 +267,9 @@ impl RunningScript {
     fn record_exit(&mut self, status: Option<ExitStatus>) {
         if status.is_some() {
             self.abort.inner.process_group.store(0, Ordering::SeqCst);
+            // The slot is for running scripts: an exited one frees it for the next (or for this
+            // request's own probe after a POST).
+            self.held = None;
         }
         self.exit = status;
     }
@@ -556,6 +559,29 @@ mod tests {
         assert_eq!(out.len(), 300_000 + "1048576\n".len());
         assert!(out.ends_with(b"1048576\n"));
         assert!(r.wait().unwrap().success());
+    }
+
+    #[test]
+    fn a_held_slot_is_released_when_the_script_exits() {
+        struct Flag(Arc<AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let released = Arc::new(AtomicBool::new(false));
+        let mut r = RunningScript::spawn(
+            &sh("printf x", 5000),
+            Input::Null,
+            ErrorOutput::Inherit,
+            AbortHandle::new(),
+        )
+        .unwrap();
+        r.hold(Box::new(Flag(Arc::clone(&released))));
+        assert_eq!(r.read_to_end(1024).unwrap(), b"x");
+        r.wait_in_place().unwrap();
+        assert!(released.load(Ordering::SeqCst), "still held after exit");
+        drop(r);
     }
 
     #[test]

@@ -85,6 +85,8 @@ impl Interpreter {
 }
 
 /// The program and arguments that run `script`: `INTERPRETER SCRIPT`, or the script itself.
+/// The real path is what runs, the one the root check approved, so a symlink swapped after the
+/// check cannot redirect it.
 /// Refuses what would loop back into the wrapper or cannot be executed.
 pub fn command_line(
     script: &Script,
@@ -96,7 +98,7 @@ pub fn command_line(
                 return Err(Failure::SelfShebang(script.name.clone()));
             }
             let mut args = interp.args.clone();
-            args.push(script.path.clone().into_os_string());
+            args.push(script.real_path.clone().into_os_string());
             Ok((interp.program.clone(), args))
         }
         None => {
@@ -109,7 +111,7 @@ pub fn command_line(
             if shebang_names_wrapper(&script.real_path) {
                 return Err(Failure::SelfShebang(script.name.clone()));
             }
-            Ok((script.path.clone(), Vec::new()))
+            Ok((script.real_path.clone(), Vec::new()))
         }
     }
 }

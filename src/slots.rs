@@ -33,7 +33,10 @@ impl Slots {
 
     /// Takes a slot, or fails with `Overloaded` (503) when none frees in time.
     pub fn acquire(self: &Arc<Self>) -> Result<SlotGuard, Failure> {
-        let deadline = Instant::now() + self.queue_timeout;
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(self.queue_timeout)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         while *running >= self.max {
             let left = deadline.saturating_duration_since(Instant::now());

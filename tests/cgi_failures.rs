@@ -224,3 +224,35 @@ fn a_script_that_dies_before_any_output_is_reported_by_its_exit_status_with_its_
         assert!(r.stderr.contains("exit status: 7"), "{}", r.stderr);
     }
 }
+
+#[test]
+fn the_script_dies_with_the_wrapper_when_the_server_gives_up() {
+    let dir = TempDir::new("fail");
+    let marker = dir.join("still-running");
+    let s = dir.write(
+        "long.cgi",
+        format!(
+            "#!/bin/sh\nsleep 2\ntouch '{}'\nsleep 30\n",
+            marker.display()
+        ),
+        true,
+    );
+    let mut child = std::process::Command::new(common::bin())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("GATEWAY_INTERFACE", "CGI/1.1")
+        .env("REQUEST_METHOD", "GET")
+        .env("SCRIPT_FILENAME", &s)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!marker.exists(), "the script outlived the wrapper");
+}

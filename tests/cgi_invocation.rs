@@ -198,3 +198,37 @@ fn the_script_runs_in_its_own_folder() {
     assert_eq!(r.text().trim(), dir.path.display().to_string());
     let _ = std::fs::metadata(&s).unwrap().permissions().mode();
 }
+
+#[test]
+fn a_shebang_reaching_the_wrapper_through_env_is_refused_not_looped() {
+    let dir = TempDir::new("inv");
+    let bin_dir = bin().parent().unwrap().to_path_buf();
+    let script = dir.write(
+        "envloop.cgi",
+        "#!/usr/bin/env http-conditional\nprintf 'Content-Type: text/plain\\n\\nnever'\n",
+        true,
+    );
+    let start = Instant::now();
+    let out = std::process::Command::new(&script)
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .env("GATEWAY_INTERFACE", "CGI/1.1")
+        .env("REQUEST_METHOD", "GET")
+        .env("SCRIPT_FILENAME", &script)
+        .output()
+        .unwrap();
+    let (status, _, body) = common::parse_cgi_output(&out.stdout);
+    // The outer wrapper runs the script, which comes back to a wrapper that refuses it; the
+    // outer one then relays that refusal's output as a malformed-or-failed script.
+    assert!(status == 500 || status == 502, "status {status}");
+    assert!(!String::from_utf8_lossy(&body).contains("never"));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let depth = String::from_utf8_lossy(&out.stderr)
+        .matches("shebang")
+        .count();
+    assert!(
+        depth >= 1,
+        "the refusal is logged: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

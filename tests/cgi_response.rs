@@ -465,3 +465,19 @@ fn session_cookie_and_file_are_covered_by_the_etag() {
     let other = Cgi::new(&s).header("COOKIE", "PHPSESSID=zzz999").run();
     assert_ne!(other.header("ETag"), changed.header("ETag"));
 }
+
+#[test]
+fn a_scripts_own_204_and_304_get_no_content_length_and_no_body() {
+    let dir = TempDir::new("resp");
+    for (name, status) in [("nc.cgi", "204 No Content"), ("nm.cgi", "304 Not Modified")] {
+        let s = script(
+            &dir,
+            name,
+            &format!("printf 'Status: {status}\\n\\nstray body'"),
+        );
+        let r = Cgi::new(&s).run();
+        assert_eq!(r.status.to_string(), status[..3]);
+        assert_eq!(r.header("Content-Length"), None, "{status}");
+        assert!(r.body.is_empty(), "{status}");
+    }
+}
