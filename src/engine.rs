@@ -73,7 +73,8 @@ pub struct Job<'a> {
 pub struct Outcome {
     /// The status sent (or that would have been, when the client left).
     pub status: u16,
-    /// How it was decided: `304 If-None-Match matched`, `200 ran script`, ...
+    /// How it was decided, e.g. `304 without running the script: RFC 9110 §13.2.2 step 3: ...`
+    /// or `200 ran script`.
     pub summary: String,
     /// Body bytes sent.
     pub body_bytes: u64,
