@@ -82,10 +82,10 @@ impl ResponseSink for Collect {
     }
 }
 
-/// Writes `http-conditional: MESSAGE` to stderr in one write; a closed or full stderr is
-/// ignored (a daemon must not die because its log went away).
+/// Writes `http-conditional: MESSAGE` to stderr in one write through [`crate::log::line`]; a
+/// closed or full stderr is ignored (a daemon must not die because its log went away).
 pub fn log(message: impl Display) {
-    log_line(format_args!("http-conditional: {message}"));
+    crate::log::line(&message.to_string());
 }
 
 /// Writes one line to stderr as it is (access-log lines); errors are ignored.
