@@ -148,6 +148,11 @@ impl RequestBody for StdinBody {
 
 /// Serves one request as a CGI program; `request` is the process environment.
 pub fn run(options: Options, request: Request) -> ExitCode {
+    let timeout = match options.timeout.map(parse_timeout_seconds) {
+        Some(None) => return refuse_arguments("--timeout must be a positive number of seconds"),
+        Some(parsed) => parsed,
+        None => None,
+    };
     let stdout = io::stdout().lock();
     let mut sink = CgiWriter::new(BufWriter::with_capacity(STDOUT_BUFFER, stdout));
     let mut body = StdinBody {
@@ -176,7 +181,7 @@ pub fn run(options: Options, request: Request) -> ExitCode {
         request: &request,
         script,
         interpreter,
-        timeout: options.timeout.and_then(parse_timeout_seconds),
+        timeout,
         base_env: Vec::new(),
     };
     let abort = AbortHandle::new();

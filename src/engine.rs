@@ -131,8 +131,13 @@ impl Engine {
             .unwrap_or_default()
             .to_string_lossy();
         // A client that went away is routine for a web server, not worth a log line.
-        let client_gone = matches!(&failure, Failure::Io(e)
-            if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset));
+        let client_gone = abort.is_aborted()
+            || matches!(&failure, Failure::Io(e) if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+            ));
         if !client_gone {
             log::line(&format!("{name}: {failure}"));
         }

@@ -232,3 +232,14 @@ fn a_shebang_reaching_the_wrapper_through_env_is_refused_not_looped() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn an_invalid_timeout_flag_is_a_clear_500() {
+    let dir = TempDir::new("inv");
+    let p = page(&dir, "page.cgi", true);
+    for bad in ["-3", "0", "soon"] {
+        let r = Cgi::new(&p).arg("--timeout").arg(bad).arg(&p).run();
+        assert_eq!(r.status, 500, "--timeout {bad}");
+        assert!(r.text().contains("bad command line"));
+    }
+}
