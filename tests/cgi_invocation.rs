@@ -7,6 +7,24 @@ use common::{Cgi, TempDir, bin};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
+/// Executes a script file directly, as a web server does for a shebang script: the kernel
+/// starts whatever its `#!` line names.
+fn exec_as_server(
+    script: &std::path::Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(script)
+        .env_clear()
+        .env("GATEWAY_INTERFACE", "CGI/1.1")
+        .env("REQUEST_METHOD", "GET")
+        .env("SCRIPT_FILENAME", script)
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn page(dir: &TempDir, name: &str, executable: bool) -> std::path::PathBuf {
     dir.write(
         name,
@@ -70,15 +88,7 @@ fn shebang_naming_the_wrapper_and_an_interpreter_runs_through_the_kernel() {
         true,
     );
     dir.sidecar("shebang.cgi", "{}");
-    let out = std::process::Command::new(&script)
-        .env_clear()
-        .env("GATEWAY_INTERFACE", "CGI/1.1")
-        .env("REQUEST_METHOD", "GET")
-        .env("SCRIPT_FILENAME", &script)
-        .env("QUERY_STRING", "/bin/false")
-        .arg("/bin/false")
-        .output()
-        .unwrap();
+    let out = exec_as_server(&script, &[("QUERY_STRING", "/bin/false")], &["/bin/false"]);
     let (status, headers, body) = common::parse_cgi_output(&out.stdout);
     assert_eq!(status, 200);
     assert_eq!(body, b"via-shebang\n");
@@ -97,13 +107,7 @@ fn shebang_naming_only_the_wrapper_is_refused_not_looped() {
         true,
     );
     let start = Instant::now();
-    let out = std::process::Command::new(&script)
-        .env_clear()
-        .env("GATEWAY_INTERFACE", "CGI/1.1")
-        .env("REQUEST_METHOD", "GET")
-        .env("SCRIPT_FILENAME", &script)
-        .output()
-        .unwrap();
+    let out = exec_as_server(&script, &[], &[]);
     let (status, _, body) = common::parse_cgi_output(&out.stdout);
     assert_eq!(status, 500);
     let text = String::from_utf8_lossy(&body);
@@ -209,14 +213,8 @@ fn a_shebang_reaching_the_wrapper_through_env_is_refused_not_looped() {
         true,
     );
     let start = Instant::now();
-    let out = std::process::Command::new(&script)
-        .env_clear()
-        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
-        .env("GATEWAY_INTERFACE", "CGI/1.1")
-        .env("REQUEST_METHOD", "GET")
-        .env("SCRIPT_FILENAME", &script)
-        .output()
-        .unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin_dir.display());
+    let out = exec_as_server(&script, &[("PATH", &path)], &[]);
     let (status, _, body) = common::parse_cgi_output(&out.stdout);
     // The outer wrapper runs the script, which comes back to a wrapper that refuses it; the
     // outer one then relays that refusal's output as a malformed-or-failed script.
