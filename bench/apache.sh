@@ -170,8 +170,6 @@ c304=$(rps -H "If-None-Match: $c_tag" "$c_url")
 d200=$(rps "$d_url")
 d304=$(rps -H "If-None-Match: $d_tag" "$d_url")
 
-ratio() { python3 -c "import sys; a, b = map(float, sys.argv[1:]); print(f'{a / b:.2f}' if b else 'n/a')" "$1" "$2"; }
-verdict() { python3 -c "import sys; r, t = sys.argv[1:]; print('met' if r != 'n/a' and float(r) >= float(t) else 'NOT met')" "$1" "$2"; }
 r_b304_a304=$(ratio "$b304" "$a304")
 r_b304_c304=$(ratio "$b304" "$c304")
 r_b200_a200=$(ratio "$b200" "$a200")

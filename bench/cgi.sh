@@ -28,7 +28,6 @@ php_etag=$(REDIRECT_STATUS=200 SCRIPT_FILENAME=$work/original.php php-cgi | tr -
 REDIRECT_STATUS=200 SCRIPT_FILENAME=$work/original.php HTTP_IF_NONE_MATCH=$php_etag php-cgi | grep -q '^Status: 304'
 
 mean() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['results'][int(sys.argv[2])]['mean'])" "$@"; }
-ratio() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$@"; }
 ms() { python3 -c "import sys; print(f'{float(sys.argv[1])*1000:.2f}')" "$1"; }
 
 run_pair() { # json, env..., -- , cmd_a, cmd_b

@@ -33,3 +33,13 @@ bench_write_page() {
   touch -d @1700000000 "$dir/page.cgi"
   [ -n "${NO_SIDECAR:-}" ] || echo '{"cache_seconds": 0}' > "$dir/page.cgi.conditional.json"
 }
+
+# A / B with DECIMALS (default 2) decimals; n/a when B is 0.
+ratio() {
+  python3 -c "import sys; a, b, d = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]); print(f'{a / b:.{d}f}' if b else 'n/a')" "$1" "$2" "${3:-2}"
+}
+
+# "met" when RATIO >= TARGET, else "NOT met".
+verdict() {
+  python3 -c "import sys; r, t = sys.argv[1:]; print('met' if r != 'n/a' and float(r) >= float(t) else 'NOT met')" "$1" "$2"
+}
