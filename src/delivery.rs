@@ -219,13 +219,18 @@ pub(crate) fn ran(status: u16, body_bytes: u64, complete: bool) -> Outcome {
     }
 }
 
-/// Sends a short plain-text response (errors, 412).
-pub fn send_text(sink: &mut dyn ResponseSink, status: u16, text: &str) -> io::Result<()> {
+/// The head of a short plain-text answer: never cached, with its length.
+pub fn text_head(status: u16, length: usize) -> ResponseHead {
     let mut head = ResponseHead::new(status);
     head.push("Content-Type", "text/plain; charset=utf-8");
-    head.push("Content-Length", text.len().to_string());
+    head.push("Content-Length", length.to_string());
     head.push("Cache-Control", "no-store");
-    sink.send_head(&head)?;
+    head
+}
+
+/// Sends a short plain-text response (errors, 412).
+pub fn send_text(sink: &mut dyn ResponseSink, status: u16, text: &str) -> io::Result<()> {
+    sink.send_head(&text_head(status, text.len()))?;
     sink.send_body(text.as_bytes())?;
     sink.finish()
 }

@@ -23,7 +23,7 @@ use crate::slots::Slots;
 use crate::timestamp::{format_http_date, unix_seconds};
 use crate::validators::{self, Derivation, Inputs};
 
-pub use crate::delivery::{BUFFER_LIMIT, send_text};
+pub use crate::delivery::{BUFFER_LIMIT, send_text, text_head};
 use crate::launch::probe;
 pub use crate::launch::{DEFAULT_TIMEOUT, Plan, parse_probe_answer, plan};
 

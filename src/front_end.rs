@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::engine::send_text;
-use crate::response::{ResponseHead, ResponseSink};
+use crate::engine::text_head;
+use crate::response::ResponseHead;
 use crate::sidecar::parse_timeout_seconds;
 
 /// PATH given to scripts when the daemon itself has none (nginx passes no PATH param).
@@ -48,38 +48,10 @@ pub fn timeout_flag(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
         .transpose()
 }
 
-/// A short plain-text answer given outside the engine, built by the engine's own
-/// [`send_text`] so its status line, Content-Type, Content-Length and Cache-Control are the
-/// same as the engine's error answers.
+/// A short plain-text answer given outside the engine, with the same head as the engine's own
+/// error answers ([`text_head`]).
 pub fn text_answer(status: u16, text: &str) -> (ResponseHead, Vec<u8>) {
-    let mut collected = Collect::default();
-    // `Collect` never fails.
-    let _ = send_text(&mut collected, status, text);
-    let head = collected.head.unwrap_or_else(|| ResponseHead::new(status));
-    (head, collected.body)
-}
-
-/// A sink that keeps what it is given.
-#[derive(Default)]
-struct Collect {
-    head: Option<ResponseHead>,
-    body: Vec<u8>,
-}
-
-impl ResponseSink for Collect {
-    fn send_head(&mut self, head: &ResponseHead) -> io::Result<()> {
-        self.head = Some(head.clone());
-        Ok(())
-    }
-
-    fn send_body(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.body.extend_from_slice(chunk);
-        Ok(())
-    }
-
-    fn finish(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+    (text_head(status, text.len()), text.as_bytes().to_vec())
 }
 
 /// Writes `http-conditional: MESSAGE` to stderr in one write through [`crate::log::line`]; a
