@@ -22,6 +22,13 @@ bench_need apache2:apache2 wrk:wrk php-cgi:php-cgi curl:curl python3:python3
 
 cargo build --release --quiet
 bin=${CARGO_TARGET_DIR:-$repo/target}/release/http-conditional
+# The Action handler starts once per request: deploy it as the README recommends for CGI mode,
+# statically linked (STATIC=0 measures the default dynamic build instead).
+cgi_bin=$bin
+if [ "${STATIC:-1}" = 1 ]; then
+  RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet --target x86_64-unknown-linux-gnu
+  cgi_bin=${CARGO_TARGET_DIR:-$repo/target}/x86_64-unknown-linux-gnu/release/http-conditional
+fi
 
 work=$(mktemp -d /tmp/hc-bench-apache.XXXXXX)
 chmod 755 "$work"
@@ -50,7 +57,7 @@ done
 rm "$work/direct/page.cgi.conditional.json"
 cp bench/original/conditional.php "$work/original/page.php"
 touch -d @1700000000 "$work/original/page.php"
-cp "$bin" "$work/lib/http-conditional"
+cp "$cgi_bin" "$work/lib/http-conditional"
 ln -s "$(command -v php-cgi)" "$work/php-bin/php-cgi"
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -186,7 +193,7 @@ original library's logic (bench/original/conditional.php).
 | Case | 200 req/s | 304 req/s |
 |------|----------:|----------:|
 | (a) mod_cgid runs the page directly (Apache's own 304, after running it) | $a200 | $a304 |
-| (b) http-conditional as the Action handler (304 without running the page) | $b200 | $b304 |
+| (b) http-conditional as the Action handler (304 without running the page; $( [ "${STATIC:-1}" = 1 ] && echo "static build" || echo "dynamic build")) | $b200 | $b304 |
 | (c) php-cgi + original httpConditional() under Action | $c200 | $c304 |
 | (d) FastCGI responder behind mod_proxy_fcgi (no wrapper process per request) | $d200 | $d304 |
 
