@@ -331,6 +331,13 @@ impl Spawned {
 
 impl Drop for Spawned {
     fn drop(&mut self) {
+        // A server started in its own process group (nginx's master and workers) goes down
+        // whole: killing only the master by PID would orphan its workers.
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap_or(0);
+        // SAFETY: getpgid and kill take plain integers.
+        if pid > 1 && unsafe { libc::getpgid(pid) } == pid {
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

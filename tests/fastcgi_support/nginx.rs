@@ -2,6 +2,7 @@
 //! paths substituted, killed by PID when dropped.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -101,6 +102,8 @@ impl Nginx {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(prefix.join("stderr.log")).unwrap())
+            // Its own process group, so dropping it takes the workers down with the master.
+            .process_group(0)
             .spawn()
             .expect("start nginx");
         let process = Spawned::new(child);
