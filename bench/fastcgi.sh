@@ -24,10 +24,10 @@ work=$(mktemp -d /tmp/hc-bench-fastcgi.XXXXXX)
 chmod 755 "$work"
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$pid" 2>/dev/null || true
+    kill -KILL -- "-$pid" 2>/dev/null || true
   done
   rm -rf "$work"
 }
@@ -47,7 +47,9 @@ ln -s plain "$work/fcgiwrap1"; ln -s plain "$work/fcgiwrap2"
 ln -s original "$work/php-cgi"; ln -s original "$work/php-b"
 
 # Back ends, each on its own unix socket.
-start() { "$@" & pids+=($!); }
+# Each back end in its own session and process group, so stopping it takes its children (nginx
+# workers, fcgiwrap's and php-cgi's children) down too.
+start() { setsid "$@" & pids+=($!); }
 start fcgiwrap -s "unix:$work/run/fcgiwrap1.sock"
 start fcgiwrap -c 2 -s "unix:$work/run/fcgiwrap2.sock"
 start fcgiwrap -c 2 -s "unix:$work/run/fcgiwrap-php.sock"
