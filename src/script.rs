@@ -19,6 +19,8 @@ pub struct Script {
     pub real_path: PathBuf,
     /// Its file name, for messages and logs.
     pub name: String,
+    /// Its permission bits, read once with the rest of its metadata.
+    pub mode: u32,
 }
 
 impl Script {
@@ -54,6 +56,7 @@ impl Script {
             path,
             real_path,
             name,
+            mode: meta.permissions().mode(),
         })
     }
 
@@ -102,10 +105,7 @@ pub fn command_line(
             Ok((interp.program.clone(), args))
         }
         None => {
-            let mode = std::fs::metadata(&script.real_path)
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0);
-            if mode & 0o111 == 0 {
+            if script.mode & 0o111 == 0 {
                 return Err(Failure::NotExecutable(script.name.clone()));
             }
             if shebang_names_wrapper(&script.real_path) {
