@@ -15,6 +15,7 @@ pub mod etag;
 pub mod explain;
 pub mod failure;
 pub mod fastcgi;
+pub mod fastcgi_protocol;
 pub mod front_end;
 pub mod launch;
 pub mod log;

@@ -1,61 +1,12 @@
-//! FastCGI 1.0 record codec (application side), per the FastCGI Specification 1.0
-//! (Open Market, 1996). Section numbers below refer to that document.
-//!
-//! Everything read from the wire is length-checked before it is sliced or allocated:
-//! the decoder never allocates more than one record (8 + 65535 + 255 bytes) ahead, and
-//! name-value pair lengths are checked against the record or the caller's limit first.
+//! The responder's side of the FastCGI records (FastCGI 1.0 §4, §5): what a web server sends
+//! us, decoded into [`Incoming`], and what we answer, encoded from [`Outgoing`], as a
+//! `tokio_util` codec over [`crate::fastcgi_protocol`].
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-/// `FCGI_VERSION_1`, the only protocol version (§3.3, §8).
-pub const FCGI_VERSION_1: u8 = 1;
-/// `FCGI_HEADER_LEN`: length of a record header (§3.3, §8).
-pub const HEADER_LEN: usize = 8;
-/// Largest `contentLength` of one record, a 16-bit field (§3.3).
-pub const MAX_CONTENT_LEN: usize = 65535;
-
-/// `FCGI_BEGIN_REQUEST` record type (§5.1, §8).
-pub const BEGIN_REQUEST: u8 = 1;
-/// `FCGI_ABORT_REQUEST` record type (§5.4, §8).
-pub const ABORT_REQUEST: u8 = 2;
-/// `FCGI_END_REQUEST` record type (§5.5, §8).
-pub const END_REQUEST: u8 = 3;
-/// `FCGI_PARAMS` stream record type (§5.2, §8).
-pub const PARAMS: u8 = 4;
-/// `FCGI_STDIN` stream record type (§5.3, §8).
-pub const STDIN: u8 = 5;
-/// `FCGI_STDOUT` stream record type (§5.3, §8).
-pub const STDOUT: u8 = 6;
-/// `FCGI_STDERR` stream record type (§5.3, §8).
-pub const STDERR: u8 = 7;
-/// `FCGI_DATA` stream record type (§5.3, §8).
-pub const DATA: u8 = 8;
-/// `FCGI_GET_VALUES` management record type (§4.1, §8).
-pub const GET_VALUES: u8 = 9;
-/// `FCGI_GET_VALUES_RESULT` management record type (§4.1, §8).
-pub const GET_VALUES_RESULT: u8 = 10;
-/// `FCGI_UNKNOWN_TYPE` management record type (§4.2, §8).
-pub const UNKNOWN_TYPE: u8 = 11;
-/// `FCGI_KEEP_CONN` bit of the BEGIN_REQUEST `flags` byte (§5.1).
-pub const KEEP_CONN: u8 = 1;
-/// `FCGI_RESPONDER` role (§5.1, §6.2).
-pub const RESPONDER: u16 = 1;
-/// `FCGI_AUTHORIZER` role (§5.1, §6.3).
-pub const AUTHORIZER: u16 = 2;
-/// `FCGI_FILTER` role (§5.1, §6.4).
-pub const FILTER: u16 = 3;
-/// `FCGI_REQUEST_COMPLETE` protocol status (§5.5).
-pub const REQUEST_COMPLETE: u8 = 0;
-/// `FCGI_CANT_MPX_CONN` protocol status (§5.5).
-pub const CANT_MPX_CONN: u8 = 1;
-/// `FCGI_OVERLOADED` protocol status (§5.5).
-pub const OVERLOADED: u8 = 2;
-/// `FCGI_UNKNOWN_ROLE` protocol status (§5.5).
-pub const UNKNOWN_ROLE: u8 = 3;
-
-/// A name-value pair (§3.4): raw name and value bytes.
-pub type Pair = (Vec<u8>, Vec<u8>);
+use crate::fastcgi_protocol::pairs::pair_len;
+pub use crate::fastcgi_protocol::*;
 
 /// One record as read from the web server (§3.3, §4, §5).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,44 +50,6 @@ pub enum Outgoing {
     UnknownType { record_type: u8 },
 }
 
-/// What was wrong with the peer's bytes (or with a record we were asked to send).
-#[derive(Debug, thiserror::Error)]
-pub enum ProtocolError {
-    /// Header `version` other than `FCGI_VERSION_1` (§3.3).
-    #[error("unsupported FastCGI version {0}, only 1 is supported")]
-    UnsupportedVersion(u8),
-    /// `FCGI_BEGIN_REQUEST` body shorter than its 8 bytes (§5.1).
-    #[error("FCGI_BEGIN_REQUEST body is {0} bytes, needs 8")]
-    BeginBodyTooShort(usize),
-    /// Management record (§3.3, §4) whose request id is not 0.
-    #[error("management record type {record_type} has request id {id}, needs 0")]
-    ManagementRecordWithId { record_type: u8, id: u16 },
-    /// Application record (§3.3, §5) with the null request id, received or to be sent.
-    #[error("application record type {record_type} has the null request id")]
-    NullRequestId { record_type: u8 },
-    /// A name-value pair (§3.4) declares more bytes than remain in its record.
-    #[error("name-value pair needs {declared} bytes but {remaining} remain in the record")]
-    PairLengthExceedsRecord { declared: usize, remaining: usize },
-    /// A record ends inside a name-value pair's length prefix (§3.4).
-    #[error("name-value pair length prefix cut off with {remaining} bytes left in the record")]
-    PairHeaderTruncated { remaining: usize },
-    /// The `FCGI_PARAMS` stream (§5.2) is, or declares, more than `limit` bytes.
-    #[error("FCGI_PARAMS stream exceeds the {limit}-byte limit")]
-    ParamsTooLarge { limit: usize },
-    /// The `FCGI_PARAMS` stream ended inside a name-value pair (§3.4, §5.2).
-    #[error("FCGI_PARAMS stream ended inside a name-value pair ({buffered} bytes left over)")]
-    TruncatedParams { buffered: usize },
-    /// The connection closed inside a record (§3.3).
-    #[error("connection closed inside a record: {buffered} of {needed} bytes received")]
-    UnexpectedEof { buffered: usize, needed: usize },
-    /// Content that must fit one record (§3.3) is longer than 65535 bytes.
-    #[error("{len} bytes of content do not fit one record (max 65535)")]
-    ContentTooLong { len: usize },
-    /// Transport error.
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-}
-
 /// `tokio_util` codec: decodes [`Incoming`] records from the web server and encodes
 /// [`Outgoing`] ones (§3.3). Stateless apart from the buffer `Framed` keeps.
 #[derive(Debug, Default, Clone)]
@@ -149,39 +62,6 @@ impl RecordCodec {
     pub fn new() -> Self {
         Self::default()
     }
-}
-
-/// Total bytes of the record whose header is `h` (§3.3).
-fn record_len(h: &[u8; HEADER_LEN]) -> usize {
-    let [_, _, _, _, len_hi, len_lo, pad, _] = *h;
-    HEADER_LEN + usize::from(u16::from_be_bytes([len_hi, len_lo])) + usize::from(pad)
-}
-
-/// Takes one whole record off `src` as (type, id, content), padding dropped; None
-/// (with room reserved for the rest of that record only) if it is not all here yet.
-fn take_record(src: &mut BytesMut) -> Result<Option<(u8, u16, Bytes)>, ProtocolError> {
-    let Some(h) = src.first_chunk::<HEADER_LEN>() else {
-        src.reserve(HEADER_LEN.saturating_sub(src.len()));
-        return Ok(None);
-    };
-    let [version, record_type, id_hi, id_lo, len_hi, len_lo, pad, _] = *h;
-    // Fail before waiting for the body: a bad version means the framing is unknown.
-    if version != FCGI_VERSION_1 {
-        return Err(ProtocolError::UnsupportedVersion(version));
-    }
-    let total = record_len(h);
-    if src.len() < total {
-        src.reserve(total - src.len());
-        return Ok(None);
-    }
-    src.advance(HEADER_LEN);
-    let content = src.split_to(usize::from(u16::from_be_bytes([len_hi, len_lo])));
-    src.advance(usize::from(pad));
-    Ok(Some((
-        record_type,
-        u16::from_be_bytes([id_hi, id_lo]),
-        content.freeze(),
-    )))
 }
 
 fn to_incoming(record_type: u8, id: u16, content: Bytes) -> Result<Incoming, ProtocolError> {
@@ -249,38 +129,6 @@ impl Decoder for RecordCodec {
     }
 }
 
-/// Writes one record, zero-padded to a multiple of 8 (§3.3 recommends 8-byte alignment).
-fn put_record(dst: &mut BytesMut, record_type: u8, id: u16, content: &[u8]) {
-    // Callers pass at most MAX_CONTENT_LEN bytes; clamp so header and body always agree.
-    let content = content.get(..MAX_CONTENT_LEN).unwrap_or(content);
-    let pad = (8 - content.len() % 8) % 8;
-    dst.reserve(HEADER_LEN + content.len() + pad);
-    dst.put_slice(&[FCGI_VERSION_1, record_type]);
-    dst.put_u16(id);
-    dst.put_u16(content.len() as u16);
-    dst.put_slice(&[pad as u8, 0]);
-    dst.put_slice(content);
-    dst.put_bytes(0, pad);
-}
-
-/// Writes stream content as records of at most 65535 bytes; empty content is one empty
-/// record (end of stream, §3.3), and only then is an empty record written.
-fn put_stream(dst: &mut BytesMut, record_type: u8, id: u16, content: &[u8]) {
-    if content.is_empty() {
-        put_record(dst, record_type, id, &[]);
-    }
-    for chunk in content.chunks(MAX_CONTENT_LEN) {
-        put_record(dst, record_type, id, chunk);
-    }
-}
-
-fn app_id(record_type: u8, id: u16) -> Result<u16, ProtocolError> {
-    match id {
-        0 => Err(ProtocolError::NullRequestId { record_type }),
-        id => Ok(id),
-    }
-}
-
 impl Encoder<Outgoing> for RecordCodec {
     type Error = ProtocolError;
 
@@ -322,184 +170,11 @@ impl Encoder<Outgoing> for RecordCodec {
     }
 }
 
-/// Reads one §3.4 length: (length, bytes used); None if `b` is too short.
-fn read_len(b: &[u8]) -> Option<(usize, usize)> {
-    match *b.first()? {
-        n if n < 0x80 => Some((usize::from(n), 1)),
-        _ => b.first_chunk::<4>().map(|q| {
-            let len = u32::from_be_bytes(*q) & 0x7fff_ffff;
-            (usize::try_from(len).unwrap_or(usize::MAX), 4)
-        }),
+fn app_id(record_type: u8, id: u16) -> Result<u16, ProtocolError> {
+    match id {
+        0 => Err(ProtocolError::NullRequestId { record_type }),
+        id => Ok(id),
     }
-}
-
-/// Reads a pair's two lengths (§3.4): (prefix bytes, name length, value length, total).
-fn pair_header(b: &[u8]) -> Option<(usize, usize, usize, usize)> {
-    let (name_len, a) = read_len(b)?;
-    let (value_len, c) = read_len(b.get(a..)?)?;
-    let total = (a + c).saturating_add(name_len).saturating_add(value_len);
-    Some((a + c, name_len, value_len, total))
-}
-
-/// Copies out the pair whose header was read, and the rest; None if not all here.
-fn take_pair(
-    b: &[u8],
-    (prefix, name_len, _, total): (usize, usize, usize, usize),
-) -> Option<(Pair, &[u8])> {
-    let name = b.get(prefix..prefix + name_len)?;
-    let value = b.get(prefix + name_len..total)?;
-    Some(((name.to_vec(), value.to_vec()), b.get(total..)?))
-}
-
-fn pair_len(name: &[u8], value: &[u8]) -> usize {
-    let prefix = |n: usize| if n < 0x80 { 1 } else { 4 };
-    prefix(name.len()) + prefix(value.len()) + name.len() + value.len()
-}
-
-/// Decodes name-value pairs (§3.4) that must lie wholly within `content` (one
-/// `FCGI_GET_VALUES`/`FCGI_GET_VALUES_RESULT` body, §4.1). Every declared length is
-/// checked against what remains of `content` before anything is copied.
-pub fn decode_pairs(mut content: &[u8]) -> Result<Vec<Pair>, ProtocolError> {
-    let mut pairs = Vec::new();
-    while !content.is_empty() {
-        let remaining = content.len();
-        let header =
-            pair_header(content).ok_or(ProtocolError::PairHeaderTruncated { remaining })?;
-        let exceeds = ProtocolError::PairLengthExceedsRecord {
-            declared: header.3,
-            remaining,
-        };
-        let (pair, rest) = take_pair(content, header).ok_or(exceeds)?;
-        pairs.push(pair);
-        content = rest;
-    }
-    Ok(pairs)
-}
-
-/// Encodes name-value pairs (§3.4): 1-byte lengths below 128, else 4-byte lengths
-/// with the high bit set. Raw bytes, order kept.
-///
-/// # Panics
-/// If a name or value is longer than 0x7fff_ffff bytes (not encodable, §3.4).
-pub fn encode_pairs(pairs: &[(impl AsRef<[u8]>, impl AsRef<[u8]>)], out: &mut BytesMut) {
-    fn put_len(out: &mut BytesMut, len: usize) {
-        match u8::try_from(len) {
-            Ok(b) if b < 0x80 => out.put_u8(b),
-            _ => match u32::try_from(len) {
-                Ok(l) if l <= 0x7fff_ffff => out.put_u32(l | 0x8000_0000),
-                _ => panic!("name-value length {len} exceeds the 31-bit FastCGI limit"),
-            },
-        }
-    }
-    for (name, value) in pairs {
-        let (name, value) = (name.as_ref(), value.as_ref());
-        out.reserve(pair_len(name, value));
-        put_len(out, name.len());
-        put_len(out, value.len());
-        out.put_slice(name);
-        out.put_slice(value);
-    }
-}
-
-/// Incremental `FCGI_PARAMS` name-value pair parser (FastCGI 1.0 §3.4, §5.2): pairs may
-/// straddle record boundaries; names and values are raw bytes, order and case kept;
-/// 1-byte lengths (<128) and 4-byte lengths (high bit set, 31 bits).
-#[derive(Debug)]
-pub struct ParamsParser {
-    /// Bytes of an incomplete pair carried over between records.
-    buf: Vec<u8>,
-    /// Stream bytes fed so far.
-    fed: usize,
-    /// Stream bytes used by complete pairs so far.
-    used: usize,
-    limit: usize,
-}
-
-impl ParamsParser {
-    /// A parser that rejects streams over `max_total_bytes` bytes (prefixes included).
-    pub fn new(max_total_bytes: usize) -> Self {
-        Self {
-            buf: Vec::new(),
-            fed: 0,
-            used: 0,
-            limit: max_total_bytes,
-        }
-    }
-
-    /// Feed one PARAMS record's content; returns complete pairs found so far (may be none).
-    /// Errors with [`ProtocolError::ParamsTooLarge`] when total bytes would exceed the limit:
-    /// checked using the declared lengths BEFORE buffering/allocating them, so a 2^31
-    /// declared length fails at once with no allocation. Don't feed after an error.
-    pub fn feed(&mut self, content: &[u8]) -> Result<Vec<Pair>, ProtocolError> {
-        let too_large = ProtocolError::ParamsTooLarge { limit: self.limit };
-        self.fed = self
-            .fed
-            .checked_add(content.len())
-            .filter(|&n| n <= self.limit)
-            .ok_or(too_large)?;
-        let mut pairs = Vec::new();
-        if self.buf.is_empty() {
-            // Fast path: parse in place, keep only the incomplete tail.
-            let used = self.parse(content, &mut pairs)?;
-            self.buf
-                .extend_from_slice(content.get(used..).unwrap_or_default());
-        } else {
-            let mut buf = std::mem::take(&mut self.buf);
-            buf.extend_from_slice(content);
-            let used = self.parse(&buf, &mut pairs)?;
-            buf.drain(..used.min(buf.len()));
-            self.buf = buf;
-        }
-        Ok(pairs)
-    }
-
-    /// Parses whole pairs from `data`, returning the bytes they used.
-    fn parse(&mut self, mut data: &[u8], pairs: &mut Vec<Pair>) -> Result<usize, ProtocolError> {
-        let start = data.len();
-        while let Some(header) = pair_header(data) {
-            if self.used.saturating_add(header.3) > self.limit {
-                return Err(ProtocolError::ParamsTooLarge { limit: self.limit });
-            }
-            let Some((pair, rest)) = take_pair(data, header) else {
-                break;
-            };
-            self.used += header.3;
-            pairs.push(pair);
-            data = rest;
-        }
-        Ok(start - data.len())
-    }
-
-    /// Called on the empty PARAMS record; errors if a partial pair is left over.
-    pub fn finish(self) -> Result<(), ProtocolError> {
-        match self.buf.len() {
-            0 => Ok(()),
-            buffered => Err(ProtocolError::TruncatedParams { buffered }),
-        }
-    }
-}
-
-/// Test-client helper: writes `content` as records of `record_type` sent by a web server
-/// (§3.3), zero-padded to 8; content over 65535 bytes is split, and empty content is
-/// one empty record. No id checks, so management records (id 0) can be sent too.
-pub fn encode_client_record(record_type: u8, id: u16, content: &[u8], out: &mut BytesMut) {
-    put_stream(out, record_type, id, content);
-}
-
-/// Test-client helper: takes every complete record (type, request id, content; padding
-/// dropped) off the front of `buf`, leaving a trailing partial record there (§3.3).
-pub fn decode_server_records(buf: &mut BytesMut) -> Result<Vec<(u8, u16, Bytes)>, ProtocolError> {
-    let mut records = Vec::new();
-    while let Some(record) = take_record(buf)? {
-        records.push(record);
-    }
-    Ok(records)
-}
-
-/// Test-client helper: reads an `FCGI_END_REQUEST` body (§5.5) as (appStatus, protocolStatus).
-pub fn parse_end_request(content: &[u8]) -> Option<(u32, u8)> {
-    let &[a, b, c, d, status, ..] = content.first_chunk::<8>()?;
-    Some((u32::from_be_bytes([a, b, c, d]), status))
 }
 
 #[cfg(test)]
@@ -518,7 +193,7 @@ mod tests {
 
     fn rec(record_type: u8, id: u16, content: &[u8]) -> Vec<u8> {
         let mut out = BytesMut::new();
-        encode_client_record(record_type, id, content, &mut out);
+        encode_stream(record_type, id, content, &mut out);
         out.to_vec()
     }
 
@@ -686,7 +361,7 @@ mod tests {
             pairs: pairs.clone(),
         });
         assert_eq!(out[..8], [1, 10, 0, 0, 0, 18, 6, 0]);
-        let recs = decode_server_records(&mut BytesMut::from(&out[..])).unwrap();
+        let recs = take_records(&mut BytesMut::from(&out[..])).unwrap();
         assert_eq!(decode_pairs(&recs[0].2).unwrap(), pairs);
         assert_eq!(
             parse_end_request(&[0, 0, 1, 0, 3, 0, 0, 0]),
@@ -710,7 +385,7 @@ mod tests {
             });
             let mut buf = BytesMut::from(&out[..]);
             assert_eq!(buf.len() % 8, 0);
-            let recs = decode_server_records(&mut buf).unwrap();
+            let recs = take_records(&mut buf).unwrap();
             assert!(buf.is_empty() && recs.iter().all(|r| r.0 == STDOUT && r.1 == 5));
             assert_eq!(recs.iter().map(|r| r.2.len()).collect::<Vec<_>>(), want);
             assert_eq!(
@@ -885,12 +560,12 @@ mod tests {
             p.feed(&huge),
             ProtocolError::ParamsTooLarge { limit: 1_048_576 }
         );
-        assert_eq!(p.buf.capacity(), 0, "nothing buffered or allocated");
+        assert_eq!(p.buffered_capacity(), 0, "nothing buffered or allocated");
         // Same with the length prefix straddling two records.
         let mut p = ParamsParser::new(1 << 20);
         assert!(p.feed(&huge[..2]).unwrap().is_empty());
         assert_err!(p.feed(&huge[2..]), ProtocolError::ParamsTooLarge { .. });
-        assert!(p.buf.capacity() < 64);
+        assert!(p.buffered_capacity() < 64);
         // A value over the limit fails as soon as its prefix arrives.
         let enc = pairs_bytes(&[(b"a".to_vec(), vec![b'v'; 200])]);
         assert_err!(
@@ -921,10 +596,7 @@ mod tests {
             let mut buf = BytesMut::from(&[v, STDIN, 0, 1, 0, 10, 0, 0][..]);
             assert_err!(RecordCodec::new().decode(&mut buf), ProtocolError::UnsupportedVersion(x) if x == v);
             let mut buf = BytesMut::from(&[v, STDOUT, 0, 1, 0, 0, 0, 0][..]);
-            assert_err!(
-                decode_server_records(&mut buf),
-                ProtocolError::UnsupportedVersion(_)
-            );
+            assert_err!(take_records(&mut buf), ProtocolError::UnsupportedVersion(_));
         }
         for t in [BEGIN_REQUEST, ABORT_REQUEST, PARAMS, STDIN, DATA] {
             let res = decode_bytes(&rec(t, 0, &[0, 1, 0, 0, 0, 0, 0, 0]));
@@ -976,7 +648,7 @@ mod tests {
     fn client_helper_leaves_partial_records_in_the_buffer() {
         let mut buf = BytesMut::from(&[rec(STDOUT, 1, b"abc"), rec(STDOUT, 1, b"")].concat()[..]);
         buf.extend_from_slice(&[1, STDERR, 0, 1, 0, 5]);
-        let recs = decode_server_records(&mut buf).unwrap();
+        let recs = take_records(&mut buf).unwrap();
         assert_eq!(
             recs,
             [
@@ -1079,7 +751,7 @@ mod tests {
         fn outgoing_encode_decode_is_identity(item in arb_outgoing()) {
             let mut buf = BytesMut::from(&encode(item.clone())[..]);
             prop_assert_eq!(buf.len() % 8, 0);
-            let recs = decode_server_records(&mut buf).unwrap();
+            let recs = take_records(&mut buf).unwrap();
             prop_assert!(buf.is_empty());
             let (t, id, first) = recs[0].clone();
             prop_assert!(recs.iter().all(|r| r.2.len() <= MAX_CONTENT_LEN && r.0 == t && r.1 == id));
@@ -1137,7 +809,7 @@ mod tests {
             let s: Vec<u8> = recs.iter().flat_map(|(t, id, c)| rec(*t, *id, c)).collect();
             let _ = decode_bytes(&s[..cut.index(s.len() + 1)]);
             let _ = decode_bytes(&raw);
-            let _ = decode_server_records(&mut BytesMut::from(&raw[..]));
+            let _ = take_records(&mut BytesMut::from(&raw[..]));
             let _ = decode_pairs(&raw);
             let _ = feed_all(limit, &[&raw[..raw.len() / 2], &raw[raw.len() / 2..]]);
         }

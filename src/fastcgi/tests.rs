@@ -11,8 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 
 use super::codec::{
-    BEGIN_REQUEST, END_REQUEST, KEEP_CONN, PARAMS, RESPONDER, STDIN, STDOUT, decode_server_records,
-    encode_client_record, encode_pairs,
+    BEGIN_REQUEST, END_REQUEST, KEEP_CONN, PARAMS, RESPONDER, STDIN, STDOUT, encode_pairs,
+    encode_stream, take_records,
 };
 use super::{Limits, Service, Stop, connection};
 use crate::engine::Engine;
@@ -89,17 +89,17 @@ fn request_bytes(id: u16, keep_conn: bool, script: &str, stdin: Option<&[u8]>) -
     let mut out = BytesMut::new();
     let flags = if keep_conn { KEEP_CONN } else { 0 };
     let [hi, lo] = RESPONDER.to_be_bytes();
-    encode_client_record(BEGIN_REQUEST, id, &[hi, lo, flags, 0, 0, 0, 0, 0], &mut out);
+    encode_stream(BEGIN_REQUEST, id, &[hi, lo, flags, 0, 0, 0, 0, 0], &mut out);
     let mut pairs = BytesMut::new();
     encode_pairs(
         &[("REQUEST_METHOD", "GET"), ("SCRIPT_FILENAME", script)],
         &mut pairs,
     );
-    encode_client_record(PARAMS, id, &pairs, &mut out);
-    encode_client_record(PARAMS, id, b"", &mut out);
+    encode_stream(PARAMS, id, &pairs, &mut out);
+    encode_stream(PARAMS, id, b"", &mut out);
     if let Some(body) = stdin {
-        encode_client_record(STDIN, id, body, &mut out);
-        encode_client_record(STDIN, id, b"", &mut out);
+        encode_stream(STDIN, id, body, &mut out);
+        encode_stream(STDIN, id, b"", &mut out);
     }
     out.to_vec()
 }
@@ -109,7 +109,7 @@ async fn read_response(client: &mut DuplexStream) -> Vec<u8> {
     let mut buf = BytesMut::new();
     let mut stdout = Vec::new();
     loop {
-        for (t, _, content) in decode_server_records(&mut buf).unwrap() {
+        for (t, _, content) in take_records(&mut buf).unwrap() {
             match t {
                 STDOUT => stdout.extend_from_slice(&content),
                 END_REQUEST => return stdout,
@@ -190,7 +190,7 @@ async fn a_stalled_body_hits_the_body_timeout_and_the_script_is_killed() {
 
 fn encode_stdin(out: &mut Vec<u8>, content: &[u8]) {
     let mut buf = BytesMut::new();
-    encode_client_record(STDIN, 1, content, &mut buf);
+    encode_stream(STDIN, 1, content, &mut buf);
     out.extend_from_slice(&buf);
 }
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http_conditional::fastcgi::codec::{
-    BEGIN_REQUEST, END_REQUEST, PARAMS, RESPONDER, STDERR, STDIN, STDOUT, decode_server_records,
-    encode_client_record, encode_pairs, parse_end_request,
+    BEGIN_REQUEST, END_REQUEST, PARAMS, RESPONDER, STDERR, STDIN, STDOUT, encode_pairs,
+    encode_stream, parse_end_request, take_records,
 };
 
 use super::PATIENCE;
@@ -106,7 +106,7 @@ impl Client {
     /// Sends one stream's content as records (split at 65535; empty = end of stream).
     pub fn record(&mut self, record_type: u8, id: u16, content: &[u8]) -> std::io::Result<()> {
         let mut out = BytesMut::new();
-        encode_client_record(record_type, id, content, &mut out);
+        encode_stream(record_type, id, content, &mut out);
         self.raw(&out)
     }
 
@@ -156,7 +156,7 @@ impl Client {
         let mut reply = Reply::default();
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
-            let records = decode_server_records(&mut self.buf).expect("well-formed records");
+            let records = take_records(&mut self.buf).expect("well-formed records");
             for (t, rid, content) in records {
                 assert_eq!(rid, id, "record for another request id: type {t}");
                 match t {
@@ -184,7 +184,7 @@ impl Client {
         let mut got = Vec::new();
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
-            for (t, id, c) in decode_server_records(&mut self.buf).expect("well-formed records") {
+            for (t, id, c) in take_records(&mut self.buf).expect("well-formed records") {
                 got.push((t, id, c.to_vec()));
             }
             if got.len() >= count {
