@@ -4,14 +4,14 @@
 use std::ffi::OsString;
 use std::io;
 
+use crate::backend::{AbortHandle, Ended, ErrorOutput, RunError, ScriptRun};
 use crate::cgi_head::{self, HeadParse};
 use crate::encoding::{self, BodyEncoder, Coding};
-use crate::engine::{Outcome, RequestBody};
 use crate::failure::Failure;
+use crate::job::{Outcome, RequestBody};
 use crate::launch::Plan;
 use crate::request::{Method, Request};
 use crate::response::{BodyWriter, ResponseHead, ResponseSink};
-use crate::runner::{AbortHandle, ErrorOutput, RunError, RunningScript};
 
 /// Bodies up to this size are buffered whole, so they get a Content-Length and a script failure
 /// can still become a clean 502; larger ones stream with flat memory.
@@ -36,7 +36,7 @@ pub(crate) struct Exchange<'a> {
 
 /// A script's output once its head has been read.
 pub(crate) struct Output {
-    pub(crate) running: RunningScript,
+    pub(crate) running: Box<dyn ScriptRun>,
     pub(crate) head: ResponseHead,
     /// Body bytes read so far.
     pub(crate) buffered: Vec<u8>,
@@ -50,8 +50,7 @@ pub(crate) fn start(
     extra: &[(&str, OsString)],
     ex: &mut Exchange<'_>,
 ) -> Result<Output, Failure> {
-    let command = plan.command_for(ex.request, extra);
-    let mut running = plan.spawn(&command, ex.body.take_input(), ex.errors, ex.abort)?;
+    let mut running = plan.start(ex.request, extra, ex.body.take_input(), ex.errors, ex.abort)?;
     // Only a script that started has the body; otherwise the failure answer still reads it.
     ex.progress.input_taken = true;
     let mut buffered = Vec::with_capacity(8 * 1024);
@@ -63,7 +62,7 @@ pub(crate) fn start(
             HeadParse::Malformed(reason) => {
                 // A script that failed says more by its exit status than by its broken output.
                 if at_eof {
-                    wait_success(running, plan)?;
+                    plan.wait_success(running.as_mut())?;
                 } else {
                     running.kill();
                 }
@@ -86,7 +85,7 @@ pub(crate) fn start(
     }
     let complete = at_eof;
     if complete {
-        running = wait_success(running, plan)?;
+        plan.wait_success(running.as_mut())?;
     }
     Ok(Output {
         running,
@@ -96,30 +95,14 @@ pub(crate) fn start(
     })
 }
 
-/// Waits for a script whose output has ended; a failure exit is a 502.
-pub(crate) fn wait_success(
-    mut running: RunningScript,
-    plan: &Plan,
-) -> Result<RunningScript, Failure> {
-    let status = running.wait_in_place().map_err(|e| plan.run_error(e))?;
-    if status.success() {
-        Ok(running)
-    } else {
-        Err(Failure::ScriptFailed {
-            script: plan.script.name.clone(),
-            reason: status.to_string(),
-        })
-    }
-}
-
 /// Reads the rest of a script's output into nothing and checks its exit.
 pub(crate) fn finish_silently(mut output: Output, plan: &Plan) -> Result<(), Failure> {
     if output.complete {
         return Ok(());
     }
     let mut chunk = vec![0u8; 64 * 1024];
-    drain(&mut output.running, &mut chunk).map_err(|e| plan.run_error(e))?;
-    wait_success(output.running, plan).map(drop)
+    drain(output.running.as_mut(), &mut chunk).map_err(|e| plan.run_error(e))?;
+    plan.wait_success(output.running.as_mut())
 }
 
 /// Sends the head and body: whole with a Content-Length when buffered, streamed otherwise.
@@ -143,7 +126,7 @@ pub(crate) fn send(
         output.buffered.clear();
         if !output.complete {
             let mut chunk = vec![0u8; 64 * 1024];
-            let _ = drain(&mut output.running, &mut chunk);
+            let _ = drain(output.running.as_mut(), &mut chunk);
         }
     }
     if output.complete || bodiless {
@@ -166,13 +149,13 @@ pub(crate) fn send(
     let mut chunk = vec![0u8; 64 * 1024];
     let mut writer = BodyWriter::new(&mut *ex.sink);
     let result = if is_head {
-        drain(&mut output.running, &mut chunk)
+        drain(output.running.as_mut(), &mut chunk)
     } else {
         stream(&mut output, coding, &mut writer, &mut chunk)
     };
     progress.body_bytes = writer.written;
-    let exit = result.and_then(|()| output.running.wait_in_place());
-    let complete = matches!(&exit, Ok(s) if s.success());
+    let exit = result.and_then(|()| output.running.wait());
+    let complete = matches!(&exit, Ok(Ended::Success));
     if let Err(e) = &exit {
         crate::log::line(&format!("response cut short: {e:?}"));
     } else if !complete {
@@ -205,7 +188,7 @@ fn stream(
     Ok(())
 }
 
-fn drain(running: &mut RunningScript, chunk: &mut [u8]) -> Result<(), RunError> {
+fn drain(running: &mut dyn ScriptRun, chunk: &mut [u8]) -> Result<(), RunError> {
     while running.read(chunk)? > 0 {}
     Ok(())
 }

@@ -5,9 +5,9 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
+use crate::backend::{AbortHandle, ErrorOutput};
 use crate::cache_policy::CachePolicy;
 use crate::delivery::{Exchange, Progress, finish_silently, send, start};
 use crate::encoding::{self, Coding};
@@ -16,16 +16,15 @@ use crate::log;
 use crate::preconditions::{self, Decision, Rule};
 use crate::request::{Conditions, Request};
 use crate::response::{ResponseHead, ResponseSink};
-use crate::runner::{AbortHandle, ErrorOutput, Input};
-use crate::script::{Interpreter, Script};
+use crate::script::Script;
 use crate::sidecar::{self, Privacy, Sidecar};
-use crate::slots::Slots;
 use crate::timestamp::{format_http_date, unix_seconds};
 use crate::validators::{self, Derivation, Inputs};
 
 pub use crate::delivery::{BUFFER_LIMIT, send_text, text_head};
+pub use crate::job::{Job, Outcome, RequestBody};
 use crate::launch::probe;
-pub use crate::launch::{DEFAULT_TIMEOUT, Plan, parse_probe_answer, plan};
+pub use crate::launch::{Backends, DEFAULT_TIMEOUT, Plan, parse_probe_answer, plan};
 
 /// Headers a 304 may carry from a pass-through script's output (RFC 9110 §15.4.5).
 const NOT_MODIFIED_HEADERS: [&str; 6] = [
@@ -45,50 +44,14 @@ const OWNED_HEADERS: [&str; 5] = [
     "Pragma",
 ];
 
-/// The request body as the front end holds it.
-pub trait RequestBody {
-    /// Reads and drops the whole body (answers given without running the script must still
-    /// consume it: Apache mod_cgid truncates the response otherwise).
-    fn discard(&mut self) -> io::Result<()>;
-    /// Hands the body to the script.
-    fn take_input(&mut self) -> Input;
-}
-
-/// One request for the engine.
-pub struct Job<'a> {
-    /// The CGI meta-variables.
-    pub request: &'a Request,
-    /// The script the front end chose; `None` when the request names none (404).
-    pub script: Option<PathBuf>,
-    /// An interpreter named on the command line (first in precedence).
-    pub interpreter: Option<Interpreter>,
-    /// `--timeout` (after the sidecar's `timeout`).
-    pub timeout: Option<Duration>,
-    /// Variables added to the script's environment when the request lacks them (PATH).
-    pub base_env: Vec<(String, String)>,
-}
-
-/// What happened, for logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// The status sent (or that would have been, when the client left).
-    pub status: u16,
-    /// How it was decided, e.g. `304 without running the script: RFC 9110 §13.2.2 step 3: ...`
-    /// or `200 ran script`.
-    pub summary: String,
-    /// Body bytes sent.
-    pub body_bytes: u64,
-    /// False when the response could not be completed after its head was sent.
-    pub complete: bool,
-}
-
 /// The engine's configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     /// Only scripts whose real path lies under this folder run (FastCGI, serve).
     pub root: Option<PathBuf>,
-    /// Caps scripts running at once; answers given without running a script need no slot.
-    pub slots: Option<Arc<Slots>>,
+    /// What scripts run on: processes (capped by `--max-children`; answers given without
+    /// running a script need no slot) or FastCGI applications.
+    pub backends: Backends,
 }
 
 /// What the wrapper adds to a declared script's 200 and 304 (`explain` prints it).
@@ -164,8 +127,7 @@ impl Engine {
         let named = job.script.as_deref().ok_or(Failure::NoScript)?;
         let script = Script::resolve(named, self.root.as_deref())?;
         let sidecar = sidecar::load(&script.path)?;
-        let mut plan = plan(job, script, sidecar.as_ref())?;
-        plan.slots = self.slots.clone();
+        let plan = plan(job, script, sidecar.as_ref(), &self.backends)?;
         match sidecar {
             Some(sidecar) => declared(&plan, &sidecar, ex),
             None => pass_through(&plan, ex),

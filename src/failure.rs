@@ -75,6 +75,28 @@ pub enum Failure {
     #[error("too many scripts running; no slot freed within {0:?}")]
     Overloaded(Duration),
     /// Reading the request body or writing the response failed: the client is gone.
+    /// The upstream address is neither `unix:/path` nor `HOST:PORT`.
+    #[error("bad upstream address {address:?}: use unix:/path or HOST:PORT")]
+    BadUpstream {
+        /// The address as configured.
+        address: String,
+    },
+    /// The FastCGI application could not be reached (its address stays in the log).
+    #[error("upstream {address} unreachable: {reason}")]
+    UpstreamUnreachable {
+        /// The address as configured.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The FastCGI application refused the request (overloaded, cannot multiplex).
+    #[error("upstream refused {script}: {reason}")]
+    UpstreamRefused {
+        /// The script's file name.
+        script: String,
+        /// Why.
+        reason: String,
+    },
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -85,13 +107,15 @@ impl Failure {
         match self {
             Failure::ScriptMissing(_) | Failure::NoScript => 404,
             Failure::OutsideRoot(_) | Failure::NotExecutable(_) => 403,
-            Failure::SelfShebang(_) | Failure::BadSidecar { .. } | Failure::SpawnFailed { .. } => {
-                500
-            }
+            Failure::SelfShebang(_)
+            | Failure::BadSidecar { .. }
+            | Failure::SpawnFailed { .. }
+            | Failure::BadUpstream { .. } => 500,
             Failure::ScriptFailed { .. }
             | Failure::MalformedHead { .. }
-            | Failure::ProbeFailed { .. } => 502,
-            Failure::Overloaded(_) => 503,
+            | Failure::ProbeFailed { .. }
+            | Failure::UpstreamUnreachable { .. } => 502,
+            Failure::Overloaded(_) | Failure::UpstreamRefused { .. } => 503,
             Failure::Timeout { .. } => 504,
             Failure::Io(_) => 500,
         }
@@ -106,6 +130,10 @@ impl Failure {
                 format!("script {script} printed malformed CGI headers")
             }
             Failure::SpawnFailed { script, .. } => format!("could not start script {script}"),
+            // The upstream's address is the operator's business, not the visitor's.
+            Failure::UpstreamUnreachable { .. } => "the application server is unavailable".into(),
+            Failure::BadUpstream { .. } => "the application server is misconfigured".into(),
+            Failure::UpstreamRefused { .. } => "the application server is overloaded".into(),
             other => other.to_string(),
         }
     }

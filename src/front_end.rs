@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::engine::text_head;
+use crate::backend::fastcgi_client::{Address, PoolConfig, Upstreams};
+use crate::engine::{Backends, text_head};
 use crate::response::ResponseHead;
 use crate::sidecar::parse_timeout_seconds;
+use crate::slots::Slots;
 
 /// PATH given to scripts when the daemon itself has none (nginx passes no PATH param).
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -46,6 +48,51 @@ pub fn timeout_flag(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
             })
         })
         .transpose()
+}
+
+/// How the long-running modes forward to FastCGI applications (`--upstream` and its pool).
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamOptions {
+    /// `--upstream ADDR`: forward every script whose declaration names no other upstream.
+    pub upstream: Option<String>,
+    /// `--upstream-keep N`: idle connections kept per upstream.
+    pub keep: usize,
+    /// `--upstream-idle-timeout SECONDS`: how long an idle connection is kept.
+    pub idle_timeout: f64,
+}
+
+/// Idle connections kept per upstream unless `--upstream-keep` says otherwise: php-fpm ties a
+/// worker to each, so only a couple, enough for keep-alive under load.
+pub const DEFAULT_UPSTREAM_KEEP: usize = 2;
+/// Seconds an idle upstream connection is kept by default: short, so a quiet responder never
+/// holds php-fpm workers that nginx or another client of the same pool could use.
+pub const DEFAULT_UPSTREAM_IDLE_SECONDS: f64 = 1.0;
+
+/// What scripts run on in a long-running mode: `max_children` processes at once, and at most
+/// as many connections per upstream; an invalid `--upstream` is an error at start-up.
+pub fn backends(
+    max_children: usize,
+    queue_timeout: Duration,
+    options: &UpstreamOptions,
+) -> anyhow::Result<Backends> {
+    if let Some(address) = &options.upstream {
+        anyhow::ensure!(
+            Address::parse(address).is_some(),
+            "--upstream {address:?} must be unix:/path or HOST:PORT"
+        );
+    }
+    let idle_timeout = Duration::try_from_secs_f64(options.idle_timeout)
+        .context("--upstream-idle-timeout must be a non-negative number of seconds")?;
+    Ok(Backends {
+        slots: Some(Slots::new(max_children, queue_timeout)),
+        upstreams: std::sync::Arc::new(Upstreams::new(PoolConfig {
+            max_connections: max_children,
+            keep_idle: options.keep,
+            idle_timeout,
+            queue_timeout,
+        })),
+        upstream: options.upstream.clone(),
+    })
 }
 
 /// A short plain-text answer given outside the engine, with the same head as the engine's own

@@ -1,5 +1,6 @@
-//! How a script is started: interpreter, timeout, environment and `--max-children` slot, and
-//! the probe that asks a script for its last change.
+//! How a script is started: its backend (a process, or the FastCGI application named by an
+//! upstream), interpreter, timeout and environment, and the probe that asks a script for its
+//! last change. The engine and delivery see only the [`Backend`] interface.
 
 use std::ffi::OsString;
 use std::io;
@@ -7,11 +8,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::backend::fastcgi_client::Upstreams;
+use crate::backend::process::ProcessBackend;
+use crate::backend::{
+    AbortHandle, Backend, Ended, ErrorOutput, Input, RunError, ScriptCall, ScriptRun, read_to_end,
+};
 use crate::cgi_head::{self, HeadParse};
-use crate::engine::Job;
 use crate::failure::Failure;
+use crate::job::Job;
 use crate::request::{Method, Request};
-use crate::runner::{AbortHandle, ErrorOutput, Input, RunError, RunningScript, ScriptCommand};
 use crate::script::{Interpreter, Script};
 use crate::sidecar::{self, Sidecar};
 use crate::slots::Slots;
@@ -22,20 +27,97 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Set in a script's environment to the script's real path, so a wrapper started again for
 /// the same script (a shebang through `env`) refuses instead of looping.
 const WRAPPED_MARK: &str = "CONDITIONAL_WRAPPED";
-/// A probe answers with one line; more than this is not a probe answer.
-const PROBE_OUTPUT_LIMIT: usize = 64 * 1024;
+/// A probe answers with one line; more than this is a failed probe (502).
+const PROBE_OUTPUT_LIMIT: usize = 1024 * 1024;
+
+/// What a script may run on: the front end's `--max-children` slots for processes, and the
+/// FastCGI applications with `--upstream` as the default one.
+#[derive(Clone, Default)]
+pub struct Backends {
+    /// The `--max-children` cap on processes, when the front end has one.
+    pub slots: Option<Arc<Slots>>,
+    /// The pools of connections to FastCGI applications.
+    pub upstreams: Arc<Upstreams>,
+    /// `--upstream`: the application every script is forwarded to unless its declaration
+    /// names another.
+    pub upstream: Option<String>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A resolved script and how to run it (`explain` builds one to run the probe).
 pub struct Plan {
     /// The resolved script.
     pub(crate) script: Script,
-    /// How it runs, before the request's environment is added.
-    pub(crate) command: ScriptCommand,
-    /// The `--max-children` cap, when the front end has one.
-    pub(crate) slots: Option<Arc<Slots>>,
+    /// Variables the front end adds when the request lacks them (PATH).
+    base_env: Vec<(OsString, OsString)>,
+    /// Time allowed for one run.
+    pub(crate) timeout: Duration,
+    /// What runs it.
+    backend: Box<dyn Backend>,
 }
 
-/// Resolves interpreter, timeout and command line (sidecar, command line, environment).
-pub fn plan(job: &Job<'_>, script: Script, sidecar: Option<&Sidecar>) -> Result<Plan, Failure> {
+/// Resolves the backend, interpreter, timeout and environment (sidecar first, then the
+/// command line and front end, then the server's environment).
+pub fn plan(
+    job: &Job<'_>,
+    script: Script,
+    sidecar: Option<&Sidecar>,
+    backends: &Backends,
+) -> Result<Plan, Failure> {
+    let request = job.request;
+    let timeout = sidecar
+        .and_then(|s| s.timeout)
+        .or(job.timeout)
+        .or_else(|| {
+            request
+                .var_str("CONDITIONAL_TIMEOUT")
+                .and_then(|t| t.trim().parse().ok())
+                .and_then(sidecar::parse_timeout_seconds)
+        })
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let upstream = sidecar
+        .and_then(|s| s.upstream.clone())
+        .or_else(|| backends.upstream.clone())
+        .or_else(|| request.var_str("CONDITIONAL_UPSTREAM").map(str::to_string))
+        .filter(|u| !u.is_empty());
+    let backend: Box<dyn Backend> = match upstream {
+        // An application finds the script by SCRIPT_FILENAME; it need not be executable.
+        Some(address) => Box::new(
+            backends
+                .upstreams
+                .backend(&address, request.method().is_get_or_head())?,
+        ),
+        None => Box::new(process_backend(job, &script, sidecar, backends)?),
+    };
+    let base_env = job
+        .base_env
+        .iter()
+        .filter(|(name, _)| request.var(name).is_none())
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    Ok(Plan {
+        script,
+        base_env,
+        timeout,
+        backend,
+    })
+}
+
+/// The script as a program: its interpreter (command line, sidecar, server environment) or
+/// its own shebang.
+fn process_backend(
+    job: &Job<'_>,
+    script: &Script,
+    sidecar: Option<&Sidecar>,
+    backends: &Backends,
+) -> Result<ProcessBackend, Failure> {
     let request = job.request;
     let interpreter = job
         .interpreter
@@ -50,16 +132,6 @@ pub fn plan(job: &Job<'_>, script: Script, sidecar: Option<&Sidecar>) -> Result<
                 .var_str("CONDITIONAL_INTERPRETER")
                 .and_then(Interpreter::parse)
         });
-    let timeout = sidecar
-        .and_then(|s| s.timeout)
-        .or(job.timeout)
-        .or_else(|| {
-            request
-                .var_str("CONDITIONAL_TIMEOUT")
-                .and_then(|t| t.trim().parse().ok())
-                .and_then(sidecar::parse_timeout_seconds)
-        })
-        .unwrap_or(DEFAULT_TIMEOUT);
     // The wrapper marks what it runs; meeting its own mark for the same script means the script
     // came back to the wrapper by a path the shebang check cannot see (`#!/usr/bin/env ...`).
     let looped = request
@@ -68,37 +140,21 @@ pub fn plan(job: &Job<'_>, script: Script, sidecar: Option<&Sidecar>) -> Result<
     if looped && interpreter.is_none() {
         return Err(Failure::SelfShebang(script.name.clone()));
     }
-    let (program, args) = crate::script::command_line(&script, interpreter.as_ref())?;
-    let command = ScriptCommand {
+    let (program, args) = crate::script::command_line(script, interpreter.as_ref())?;
+    Ok(ProcessBackend {
         program,
         args,
-        env: Vec::new(),
         cwd: script.folder().to_path_buf(),
-        timeout,
-    };
-    let mut plan = Plan {
-        script,
-        command,
-        slots: None,
-    };
-    plan.command.env = job
-        .base_env
-        .iter()
-        .filter(|(name, _)| request.var(name).is_none())
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect();
-    Ok(plan)
+        slots: backends.slots.clone(),
+        name: script.name.clone(),
+    })
 }
 
 impl Plan {
-    /// The command with the request's environment: SCRIPT_FILENAME names the script itself by
+    /// The script's environment for this request: SCRIPT_FILENAME names the script itself by
     /// its real path (under Apache `Action` it named the wrapper, and php-cgi opens it), and
     /// HEAD runs as GET so the headers match.
-    pub(crate) fn command_for(
-        &self,
-        request: &Request,
-        extra: &[(&str, OsString)],
-    ) -> ScriptCommand {
+    fn env_for(&self, request: &Request, extra: &[(&str, OsString)]) -> Vec<(OsString, OsString)> {
         let mut extra = extra.to_vec();
         let real_path = self.script.real_path.clone().into_os_string();
         extra.push(("SCRIPT_FILENAME", real_path.clone()));
@@ -106,40 +162,48 @@ impl Plan {
         if request.method() == Method::Head {
             extra.push(("REQUEST_METHOD", "GET".into()));
         }
-        let mut command = self.command.clone();
-        command.env.extend(request.script_env(&extra));
-        command
+        let mut env = self.base_env.clone();
+        env.extend(request.script_env(&extra));
+        env
     }
 
-    pub(crate) fn spawn(
+    /// Starts the script for `request`, with `extra` variables and its body on `input`.
+    pub(crate) fn start(
         &self,
-        command: &ScriptCommand,
+        request: &Request,
+        extra: &[(&str, OsString)],
         input: Input,
         errors: &ErrorOutput,
         abort: &AbortHandle,
-    ) -> Result<RunningScript, Failure> {
-        // A --max-children slot, held while the script runs; 503 when none frees in time.
-        let slot = self
-            .slots
-            .as_ref()
-            .map(|slots| slots.acquire())
-            .transpose()?;
-        let mut running = RunningScript::spawn(command, input, errors.clone(), abort.clone())
-            .map_err(|e| Failure::SpawnFailed {
+    ) -> Result<Box<dyn ScriptRun>, Failure> {
+        let env = self.env_for(request, extra);
+        let call = ScriptCall {
+            env: &env,
+            timeout: self.timeout,
+        };
+        self.backend.start(&call, input, errors, abort)
+    }
+
+    /// Waits for a run whose output has ended; anything but success is its failure.
+    pub(crate) fn wait_success(&self, run: &mut dyn ScriptRun) -> Result<(), Failure> {
+        match run.wait().map_err(|e| self.run_error(e))? {
+            Ended::Success => Ok(()),
+            Ended::Failed(reason) => Err(Failure::ScriptFailed {
                 script: self.script.name.clone(),
-                reason: e.to_string(),
-            })?;
-        if let Some(slot) = slot {
-            running.hold(Box::new(slot));
+                reason,
+            }),
+            Ended::Refused(reason) => Err(Failure::UpstreamRefused {
+                script: self.script.name.clone(),
+                reason,
+            }),
         }
-        Ok(running)
     }
 
     pub(crate) fn run_error(&self, error: RunError) -> Failure {
         match error {
             RunError::Timeout => Failure::Timeout {
                 script: self.script.name.clone(),
-                after: self.command.timeout,
+                after: self.timeout,
             },
             RunError::Aborted => Failure::Io(io::ErrorKind::ConnectionAborted.into()),
             RunError::Io(e) => Failure::ScriptFailed {
@@ -157,18 +221,24 @@ pub(crate) fn probe(
     errors: &ErrorOutput,
     abort: &AbortHandle,
 ) -> Result<SystemTime, Failure> {
-    let command = plan.command_for(request, &[("CONDITIONAL_PROBE", "1".into())]);
-    let mut running = plan.spawn(&command, Input::Null, errors, abort)?;
-    let output = running
-        .read_to_end(PROBE_OUTPUT_LIMIT)
-        .map_err(|e| plan.run_error(e))?;
-    let status = running.wait().map_err(|e| plan.run_error(e))?;
+    let mut run = plan.start(
+        request,
+        &[("CONDITIONAL_PROBE", "1".into())],
+        Input::Null,
+        errors,
+        abort,
+    )?;
     let failed = |reason: String| Failure::ProbeFailed {
         script: plan.script.name.clone(),
         reason,
     };
-    if !status.success() {
-        return Err(failed(format!("exited with {status}")));
+    let output = read_to_end(run.as_mut(), PROBE_OUTPUT_LIMIT).map_err(|e| match e {
+        RunError::Io(e) => failed(e.to_string()),
+        other => plan.run_error(other),
+    })?;
+    match run.wait().map_err(|e| plan.run_error(e))? {
+        Ended::Success => {}
+        Ended::Failed(reason) | Ended::Refused(reason) => return Err(failed(reason)),
     }
     parse_probe_answer(&output).ok_or_else(|| {
         failed("the first line is not unix seconds, an HTTP-date or RFC 3339".into())

@@ -5,6 +5,7 @@
 //! The front ends ([`cgi`], [`fastcgi`], [`serve`]) turn their input into a
 //! [`request::Request`] and hand it to the [`engine`], which never knows which one it serves.
 
+pub mod backend;
 pub mod cache_policy;
 pub mod cgi;
 pub mod cgi_head;
@@ -17,6 +18,7 @@ pub mod failure;
 pub mod fastcgi;
 pub mod fastcgi_protocol;
 pub mod front_end;
+pub mod job;
 pub mod launch;
 pub mod log;
 pub mod preconditions;

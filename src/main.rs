@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use http_conditional::{cgi, explain, fastcgi, request::Request, serve};
+use http_conditional::{cgi, explain, fastcgi, front_end, request::Request, serve};
 
 /// Answers 304/412 for legacy CGI scripts without running them.
 #[derive(Parser)]
@@ -49,6 +49,8 @@ enum Command {
         /// Seconds a script may run before 504 (the sidecar's `timeout` wins).
         #[arg(long)]
         timeout: Option<f64>,
+        #[command(flatten)]
+        upstream: UpstreamArgs,
     },
     /// Serve the scripts under a folder over HTTP/1.1, to try sidecars without a web server.
     Serve {
@@ -61,6 +63,8 @@ enum Command {
         /// Seconds a script may run before 504 (the sidecar's `timeout` wins).
         #[arg(long)]
         timeout: Option<f64>,
+        #[command(flatten)]
+        upstream: UpstreamArgs,
     },
     /// Show the validators, conditions and decision for a script, without running its body.
     Explain {
@@ -79,6 +83,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Forwarding to a FastCGI application already running (php-fpm).
+#[derive(Args)]
+struct UpstreamArgs {
+    /// `unix:/path` or `HOST:PORT` of a FastCGI application (php-fpm) that serves every script
+    /// whose declaration names no other; 304 and 412 are still answered without it.
+    #[arg(long, value_name = "ADDR")]
+    upstream: Option<String>,
+    /// Idle connections kept per upstream (php-fpm ties a worker to each).
+    #[arg(long, value_name = "N", default_value_t = front_end::DEFAULT_UPSTREAM_KEEP)]
+    upstream_keep: usize,
+    /// Seconds an idle upstream connection is kept before it is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = front_end::DEFAULT_UPSTREAM_IDLE_SECONDS)]
+    upstream_idle_timeout: f64,
+}
+
+impl From<UpstreamArgs> for front_end::UpstreamOptions {
+    fn from(args: UpstreamArgs) -> Self {
+        front_end::UpstreamOptions {
+            upstream: args.upstream,
+            keep: args.upstream_keep,
+            idle_timeout: args.upstream_idle_timeout,
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -115,21 +144,25 @@ fn main() -> ExitCode {
             max_children,
             queue_timeout,
             timeout,
+            upstream,
         }) => fastcgi::run(fastcgi::Options {
             root,
             listen,
             max_children,
             queue_timeout,
             timeout,
+            upstream: upstream.into(),
         }),
         Some(Command::Serve {
             root,
             listen,
             timeout,
+            upstream,
         }) => serve::run(serve::Options {
             root,
             listen,
             timeout,
+            upstream: upstream.into(),
         }),
         Some(Command::Explain {
             script,

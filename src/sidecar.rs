@@ -70,6 +70,9 @@ pub struct Sidecar {
     /// Run as `INTERPRETER SCRIPT`.
     #[serde(default)]
     pub interpreter: Option<String>,
+    /// Served by a running FastCGI application (`unix:/path` or `HOST:PORT`).
+    #[serde(default)]
+    pub upstream: Option<String>,
     /// Seconds before 504.
     #[serde(default, deserialize_with = "de_timeout")]
     pub timeout: Option<std::time::Duration>,

@@ -231,7 +231,7 @@ pub fn explain(options: &Options) -> anyhow::Result<Report> {
         // The probe gets the PATH a front end's scripts get.
         base_env: front_end::base_env(),
     };
-    let plan = engine::plan(&job, script.clone(), Some(&sidecar))?;
+    let plan = engine::plan(&job, script.clone(), Some(&sidecar), &Default::default())?;
     let representation = engine::represent(
         &plan,
         &sidecar,

@@ -27,7 +27,6 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::engine::Engine;
 use crate::front_end::{self, log};
-use crate::slots::Slots;
 
 pub use listener::Listener;
 
@@ -44,6 +43,8 @@ pub struct Options {
     pub queue_timeout: f64,
     /// Default script timeout in seconds (the sidecar's `timeout` wins).
     pub timeout: Option<f64>,
+    /// FastCGI applications scripts are forwarded to.
+    pub upstream: front_end::UpstreamOptions,
 }
 
 /// Bounds on what one peer may hold; each has a clear outcome when exceeded.
@@ -113,7 +114,7 @@ impl Service {
         Ok(Service {
             engine: Engine {
                 root: Some(root),
-                slots: Some(Slots::new(max_children, queue_timeout)),
+                backends: front_end::backends(max_children, queue_timeout, &options.upstream)?,
             },
             timeout,
             base_env: front_end::base_env(),

@@ -52,7 +52,7 @@ fn service(root: &Root) -> Arc<Service> {
     Arc::new(Service {
         engine: Engine {
             root: Some(root.0.clone()),
-            slots: None,
+            backends: Default::default(),
         },
         timeout: None,
         base_env: vec![("PATH".into(), "/usr/bin:/bin".into())],

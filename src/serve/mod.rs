@@ -34,7 +34,6 @@ use crate::front_end::{self, log, log_line};
 use crate::request::Request;
 use crate::response::ResponseHead;
 use crate::runner::{AbortHandle, ErrorOutput};
-use crate::slots::Slots;
 use bridge::{AbortOnDrop, ResponseBody, StreamedBody};
 
 /// Requests in flight get this long to finish after Ctrl-C or SIGTERM; then their scripts are
@@ -66,6 +65,8 @@ pub struct Options {
     pub listen: String,
     /// Default script timeout in seconds.
     pub timeout: Option<f64>,
+    /// FastCGI applications scripts are forwarded to.
+    pub upstream: front_end::UpstreamOptions,
 }
 
 /// What every request shares.
@@ -114,7 +115,7 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
     let state = Arc::new(State {
         engine: Engine {
             root: Some(root.clone()),
-            slots: Some(Slots::new(4 * cpus, SLOT_WAIT)),
+            backends: front_end::backends(4 * cpus, SLOT_WAIT, &options.upstream)?,
         },
         root,
         timeout,

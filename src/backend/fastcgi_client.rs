@@ -1,0 +1,782 @@
+//! The script as a request to a FastCGI application already running (php-fpm, or any
+//! FastCGI 1.0 responder): our own record layer ([`crate::fastcgi_protocol`]) in the client's
+//! direction, on blocking sockets, with a small pool of kept connections per upstream.
+//!
+//! One request per connection at a time (request id 1, no multiplexing: php-fpm says
+//! `FCGI_MPXS_CONNS=0`). FCGI_STDIN is written by a feeder thread while FCGI_STDOUT is read,
+//! so a large upload never deadlocks against a script that answers before reading it all.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{AbortHandle, Backend, Ended, ErrorOutput, Input, RunError, ScriptCall, ScriptRun};
+use crate::failure::Failure;
+use crate::fastcgi_protocol::{
+    ABORT_REQUEST, BEGIN_REQUEST, CANT_MPX_CONN, END_REQUEST, MAX_CONTENT_LEN, OVERLOADED, PARAMS,
+    REQUEST_COMPLETE, RESPONDER, STDERR, STDIN, STDOUT, begin_request_body, encode_pairs,
+    encode_stream, parse_end_request, take_record,
+};
+use crate::slots::{SlotGuard, Slots};
+
+/// The only request id we use: one request per connection at a time.
+const REQUEST_ID: u16 = 1;
+/// How often a blocked read or write wakes to check the deadline and the abort flag.
+const TICK: Duration = Duration::from_millis(50);
+/// A TCP upstream that does not accept within this time is unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Body bytes per FCGI_STDIN record read from the request body.
+const STDIN_CHUNK: usize = 32 * 1024;
+
+/// How the connections to each upstream are kept.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Connections open at once per upstream, in use or idle (`--max-children`).
+    pub max_connections: usize,
+    /// Idle connections kept per upstream (`--upstream-keep`; 0 closes each after use). php-fpm
+    /// ties a worker to each kept connection, so few are kept.
+    pub keep_idle: usize,
+    /// An idle connection is closed after this long (`--upstream-idle-timeout`), freeing the
+    /// php-fpm worker it holds for other clients of the same pool.
+    pub idle_timeout: Duration,
+    /// How long a request waits for a connection when all are in use, before 503.
+    pub queue_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    /// CGI mode's: one connection per request, closed after it.
+    fn default() -> Self {
+        PoolConfig {
+            max_connections: 1,
+            keep_idle: 0,
+            idle_timeout: Duration::from_secs(1),
+            queue_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The FastCGI applications requests are forwarded to, one pool of connections each.
+#[derive(Default)]
+pub struct Upstreams {
+    config: PoolConfig,
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstreams {
+    /// Upstreams whose connections are kept as `config` says.
+    pub fn new(config: PoolConfig) -> Self {
+        Upstreams {
+            config,
+            pools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A backend forwarding to `address` (`unix:/path` or `HOST:PORT`). `retry_safe` allows one
+    /// retry on a new connection when a kept one fails before any response byte (GET, HEAD).
+    pub fn backend(&self, address: &str, retry_safe: bool) -> Result<FastCgiBackend, Failure> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let pool = match pools.get(address) {
+            Some(pool) => Arc::clone(pool),
+            None => {
+                let target = Address::parse(address).ok_or_else(|| Failure::BadUpstream {
+                    address: address.to_string(),
+                })?;
+                let pool = Pool::new(target, address.to_string(), self.config.clone());
+                pools.insert(address.to_string(), Arc::clone(&pool));
+                pool
+            }
+        };
+        Ok(FastCgiBackend { pool, retry_safe })
+    }
+}
+
+/// Where an upstream listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// `unix:/path`.
+    Unix(PathBuf),
+    /// `HOST:PORT`.
+    Tcp(String),
+}
+
+impl Address {
+    /// `unix:/path` or `HOST:PORT`; anything else is `None`.
+    pub fn parse(text: &str) -> Option<Address> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            return (!path.is_empty()).then(|| Address::Unix(PathBuf::from(path)));
+        }
+        let (host, port) = text.rsplit_once(':')?;
+        (!host.is_empty() && port.parse::<u16>().is_ok()).then(|| Address::Tcp(text.to_string()))
+    }
+
+    fn connect(&self) -> io::Result<Stream> {
+        let stream = match self {
+            Address::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
+            Address::Tcp(target) => {
+                let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+                let mut connected = None;
+                for addr in target.to_socket_addrs()? {
+                    match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+                        Ok(s) => {
+                            let _ = s.set_nodelay(true);
+                            connected = Some(s);
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                Stream::Tcp(connected.ok_or(last)?)
+            }
+        };
+        stream.set_timeouts(Some(TICK))?;
+        Ok(stream)
+    }
+}
+
+/// A connection to an upstream.
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+        })
+    }
+
+    fn set_timeouts(&self, tick: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => {
+                s.set_read_timeout(tick)?;
+                s.set_write_timeout(tick)
+            }
+            Stream::Tcp(s) => {
+                s.set_read_timeout(tick)?;
+                s.set_write_timeout(tick)
+            }
+        }
+    }
+
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_nonblocking(on),
+            Stream::Tcp(s) => s.set_nonblocking(on),
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+
+    /// Whether a kept connection is still usable: the upstream has neither closed it
+    /// (php-fpm recycling a worker at `pm.max_requests`) nor sent anything unasked.
+    fn is_idle_and_open(&mut self) -> bool {
+        if self.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let open = matches!(self.read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        open && self.set_nonblocking(false).is_ok()
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A timed-out blocking read or write (SO_RCVTIMEO / SO_SNDTIMEO): time to look around.
+fn is_tick(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Writes all of `data`, waking every tick to give up when `stop` is set or `deadline` passed.
+fn write_all_ticking(
+    stream: &mut Stream,
+    mut data: &[u8],
+    stop: &AtomicBool,
+    deadline: Instant,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        if stop.load(Ordering::SeqCst) || Instant::now() >= deadline {
+            return Err(io::Error::other("request ended"));
+        }
+        match stream.write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if is_tick(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+struct IdleConnection {
+    stream: Stream,
+    since: Instant,
+}
+
+/// The connections to one upstream.
+struct Pool {
+    address: Address,
+    /// The address as configured, for the log.
+    label: String,
+    config: PoolConfig,
+    /// Connections in use, capped at `max_connections`.
+    in_use: Arc<Slots>,
+    idle: Mutex<Vec<IdleConnection>>,
+    /// Wakes the reaper when a connection goes idle.
+    went_idle: Condvar,
+    /// Requests sent on new connections that have no answer yet: while there are any, a
+    /// finished connection is closed rather than kept, since the worker it holds may be the
+    /// one they wait for (php-fpm serves a kept connection until it is closed).
+    waiting_on_new: AtomicUsize,
+}
+
+impl Pool {
+    fn new(address: Address, label: String, config: PoolConfig) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
+            address,
+            label,
+            in_use: Slots::new(config.max_connections, config.queue_timeout),
+            config,
+            idle: Mutex::new(Vec::new()),
+            went_idle: Condvar::new(),
+            waiting_on_new: AtomicUsize::new(0),
+        });
+        if pool.config.keep_idle > 0 {
+            let reaped = Arc::clone(&pool);
+            let _ = std::thread::Builder::new()
+                .name("upstream-reaper".into())
+                .spawn(move || reaped.reap_forever());
+        }
+        pool
+    }
+
+    fn lock_idle(&self) -> MutexGuard<'_, Vec<IdleConnection>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes idle connections as they pass the idle timeout.
+    fn reap_forever(&self) {
+        let mut idle = self.lock_idle();
+        loop {
+            let now = Instant::now();
+            idle.retain(|c| now.duration_since(c.since) < self.config.idle_timeout);
+            let next = idle
+                .iter()
+                .map(|c| c.since + self.config.idle_timeout)
+                .min();
+            idle = match next {
+                Some(at) => {
+                    let wait = at
+                        .saturating_duration_since(now)
+                        .max(Duration::from_millis(1));
+                    self.went_idle
+                        .wait_timeout(idle, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => self.went_idle.wait(idle).unwrap_or_else(|p| p.into_inner()),
+            };
+        }
+    }
+
+    /// A kept connection still open, if any.
+    fn take_idle(&self) -> Option<Stream> {
+        let mut idle = self.lock_idle();
+        while let Some(mut kept) = idle.pop() {
+            if kept.since.elapsed() < self.config.idle_timeout && kept.stream.is_idle_and_open() {
+                return Some(kept.stream);
+            }
+        }
+        None
+    }
+
+    fn connect(&self) -> Result<Stream, Failure> {
+        self.address
+            .connect()
+            .map_err(|e| Failure::UpstreamUnreachable {
+                address: self.label.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// A new connection with the request's first bytes written on it.
+    fn connect_and_send(
+        &self,
+        head: &[u8],
+        stop: &AtomicBool,
+        deadline: Instant,
+    ) -> Result<Stream, Failure> {
+        let mut fresh = self.connect()?;
+        write_all_ticking(&mut fresh, head, stop, deadline).map_err(|e| {
+            Failure::UpstreamUnreachable {
+                address: self.label.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(fresh)
+    }
+
+    /// Keeps a connection whose request completed cleanly, when the pool wants it.
+    fn check_in(&self, stream: Stream) {
+        if self.config.keep_idle == 0 || self.waiting_on_new.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        let mut idle = self.lock_idle();
+        if idle.len() < self.config.keep_idle {
+            idle.push(IdleConnection {
+                stream,
+                since: Instant::now(),
+            });
+            self.went_idle.notify_one();
+        }
+    }
+}
+
+/// Forwards requests to one upstream.
+pub struct FastCgiBackend {
+    pool: Arc<Pool>,
+    retry_safe: bool,
+}
+
+/// What the feeder thread tells the run about the request body.
+#[derive(Default)]
+struct Feed {
+    /// The whole body, and the empty record ending FCGI_STDIN, have been written.
+    done: AtomicBool,
+    /// Body bytes taken from the request so far.
+    taken: AtomicU64,
+}
+
+impl Backend for FastCgiBackend {
+    fn start(
+        &self,
+        call: &ScriptCall<'_>,
+        input: Input,
+        errors: &ErrorOutput,
+        abort: &AbortHandle,
+    ) -> Result<Box<dyn ScriptRun>, Failure> {
+        let deadline = Instant::now() + call.timeout;
+        let slot = self.pool.in_use.acquire()?;
+        let mut request = BytesMut::new();
+        encode_stream(
+            BEGIN_REQUEST,
+            REQUEST_ID,
+            &begin_request_body(RESPONDER, true),
+            &mut request,
+        );
+        encode_params(call.env, &mut request);
+        let source: Option<Box<dyn Read + Send>> = match input {
+            Input::Null => None,
+            Input::Inherit => Some(Box::new(io::stdin())),
+            Input::Stream(reader) => Some(reader),
+        };
+        let mut head = request.clone();
+        if source.is_none() {
+            encode_stream(STDIN, REQUEST_ID, &[], &mut head);
+        }
+        let head = head.freeze();
+        // A kept connection the upstream closed meanwhile fails on this first write: nothing
+        // of the request has been taken yet, so a new connection is safe for any method.
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stream, reused) = match self.pool.take_idle() {
+            Some(mut kept) => match write_all_ticking(&mut kept, &head, &stop, deadline) {
+                Ok(()) => (kept, true),
+                Err(_) => (self.pool.connect_and_send(&head, &stop, deadline)?, false),
+            },
+            None => (self.pool.connect_and_send(&head, &stop, deadline)?, false),
+        };
+        let mut run = FastCgiRun {
+            pool: Arc::clone(&self.pool),
+            reader: stream,
+            writer: None,
+            inbuf: BytesMut::with_capacity(16 * 1024),
+            pending: Bytes::new(),
+            answered: false,
+            stdout_ended: false,
+            end: None,
+            deadline,
+            abort: abort.clone(),
+            errors: errors.clone(),
+            stop,
+            feed: Arc::new(Feed::default()),
+            retry: (self.retry_safe && reused).then_some(head),
+            waiting_on_new: false,
+            slot: Some(slot),
+        };
+        run.set_waiting_on_new(!reused);
+        match source {
+            None => run.feed.done.store(true, Ordering::SeqCst),
+            Some(source) => run.start_feeder(source)?,
+        }
+        Ok(Box::new(run))
+    }
+}
+
+/// Encodes the environment as FCGI_PARAMS records, ended by an empty one. Pairs are packed
+/// whole into each record: php-fpm parses every record on its own, so a pair cut across two
+/// is lost (FastCGI 1.0 §3.4 allows it; nginx never does it either). Only a pair longer than
+/// one record is split.
+fn encode_params(env: &[(std::ffi::OsString, std::ffi::OsString)], out: &mut BytesMut) {
+    use std::os::unix::ffi::OsStrExt;
+    let mut record = BytesMut::new();
+    for (name, value) in env {
+        let mut pair = BytesMut::new();
+        encode_pairs(&[(name.as_bytes(), value.as_bytes())], &mut pair);
+        if record.len() + pair.len() > MAX_CONTENT_LEN && !record.is_empty() {
+            encode_stream(PARAMS, REQUEST_ID, &record, out);
+            record.clear();
+        }
+        record.extend_from_slice(&pair);
+    }
+    if !record.is_empty() {
+        encode_stream(PARAMS, REQUEST_ID, &record, out);
+    }
+    encode_stream(PARAMS, REQUEST_ID, &[], out);
+}
+
+/// One request in flight on one connection.
+struct FastCgiRun {
+    pool: Arc<Pool>,
+    reader: Stream,
+    /// The feeder's half, shared so an abort record never lands inside a STDIN record.
+    writer: Option<Arc<Mutex<Stream>>>,
+    inbuf: BytesMut,
+    /// FCGI_STDOUT content received and not yet read.
+    pending: Bytes,
+    /// Any record of the response has arrived.
+    answered: bool,
+    stdout_ended: bool,
+    /// FCGI_END_REQUEST: (appStatus, protocolStatus).
+    end: Option<(u32, u8)>,
+    deadline: Instant,
+    abort: AbortHandle,
+    errors: ErrorOutput,
+    /// Tells the feeder to give up.
+    stop: Arc<AtomicBool>,
+    feed: Arc<Feed>,
+    /// The request's first bytes, while a retry on a new connection is still allowed.
+    retry: Option<Bytes>,
+    waiting_on_new: bool,
+    slot: Option<SlotGuard>,
+}
+
+impl FastCgiRun {
+    fn set_waiting_on_new(&mut self, waiting: bool) {
+        if waiting != self.waiting_on_new {
+            if waiting {
+                self.pool.waiting_on_new.fetch_add(1, Ordering::SeqCst);
+            } else {
+                self.pool.waiting_on_new.fetch_sub(1, Ordering::SeqCst);
+            }
+            self.waiting_on_new = waiting;
+        }
+    }
+
+    fn start_feeder(&mut self, mut source: Box<dyn Read + Send>) -> Result<(), Failure> {
+        let writer = Arc::new(Mutex::new(self.reader.try_clone().map_err(|e| {
+            Failure::UpstreamUnreachable {
+                address: self.pool.label.clone(),
+                reason: e.to_string(),
+            }
+        })?));
+        self.writer = Some(Arc::clone(&writer));
+        let stop = Arc::clone(&self.stop);
+        let feed = Arc::clone(&self.feed);
+        let deadline = self.deadline;
+        let spawned = std::thread::Builder::new()
+            .name("upstream-stdin".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; STDIN_CHUNK];
+                let mut records = BytesMut::new();
+                loop {
+                    let n = match source.read(&mut buf) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        // The client's body failed: the front end aborts the request.
+                        Err(_) => return,
+                    };
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    feed.taken.fetch_add(n as u64, Ordering::SeqCst);
+                    records.clear();
+                    encode_stream(STDIN, REQUEST_ID, &buf[..n], &mut records);
+                    let mut stream = writer.lock().unwrap_or_else(|p| p.into_inner());
+                    if write_all_ticking(&mut stream, &records, &stop, deadline).is_err() {
+                        return;
+                    }
+                    if n == 0 {
+                        feed.done.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            });
+        spawned.map(drop).map_err(|e| Failure::UpstreamUnreachable {
+            address: self.pool.label.clone(),
+            reason: format!("no thread for the request body: {e}"),
+        })
+    }
+
+    /// Reads until one record of ours has been handled.
+    fn next_record(&mut self) -> Result<(), RunError> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let record = take_record(&mut self.inbuf)
+                .map_err(|e| RunError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+            if let Some((record_type, id, content)) = record {
+                if id == REQUEST_ID {
+                    self.on_record(record_type, content);
+                    return Ok(());
+                }
+                continue;
+            }
+            if self.abort.is_aborted() {
+                self.kill();
+                return Err(RunError::Aborted);
+            }
+            if Instant::now() >= self.deadline {
+                self.kill();
+                return Err(RunError::Timeout);
+            }
+            match self.reader.read(&mut chunk) {
+                Ok(0) => self.retry_or_fail("the upstream closed the connection")?,
+                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
+                Err(e) if is_tick(&e) => {}
+                Err(e) => self.retry_or_fail(&e.to_string())?,
+            }
+        }
+    }
+
+    fn on_record(&mut self, record_type: u8, content: Bytes) {
+        if !self.answered {
+            self.answered = true;
+            self.retry = None;
+            self.set_waiting_on_new(false);
+        }
+        match record_type {
+            STDOUT if content.is_empty() => self.stdout_ended = true,
+            STDOUT => self.pending = content,
+            STDERR if !content.is_empty() => self.errors.write(&content),
+            END_REQUEST => {
+                // A malformed end record still ends the request, as a failure.
+                self.end =
+                    Some(parse_end_request(&content).unwrap_or((u32::MAX, REQUEST_COMPLETE)));
+                self.slot = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// A kept connection that failed before any answer: send the request once more on a new
+    /// connection, when nothing of the body has been taken (a GET or HEAD). Otherwise the
+    /// connection's failure is the run's.
+    fn retry_or_fail(&mut self, reason: &str) -> Result<(), RunError> {
+        let fail = || {
+            RunError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{reason} before FCGI_END_REQUEST"),
+            ))
+        };
+        let Some(head) = self.retry.take() else {
+            return Err(fail());
+        };
+        let body_safe =
+            self.feed.done.load(Ordering::SeqCst) && self.feed.taken.load(Ordering::SeqCst) == 0;
+        if !body_safe {
+            return Err(fail());
+        }
+        let mut fresh = self.pool.connect().map_err(|_| fail())?;
+        let mut resend = BytesMut::from(&head[..]);
+        if self.writer.is_some() {
+            // The body was empty: its end record goes with the rest this time.
+            encode_stream(STDIN, REQUEST_ID, &[], &mut resend);
+        }
+        write_all_ticking(&mut fresh, &resend, &self.stop, self.deadline).map_err(|_| fail())?;
+        self.reader = fresh;
+        self.writer = None;
+        self.inbuf.clear();
+        self.set_waiting_on_new(true);
+        Ok(())
+    }
+
+    /// Sends FCGI_ABORT_REQUEST when no STDIN record is being written, then closes.
+    fn send_abort(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut record = BytesMut::new();
+        encode_stream(ABORT_REQUEST, REQUEST_ID, &[], &mut record);
+        let quick = Instant::now() + TICK * 4;
+        let never = AtomicBool::new(false);
+        match &self.writer {
+            Some(writer) => {
+                if let Ok(mut stream) = writer.try_lock() {
+                    let _ = write_all_ticking(&mut stream, &record, &never, quick);
+                }
+            }
+            None => {
+                let _ = write_all_ticking(&mut self.reader, &record, &never, quick);
+            }
+        }
+        self.reader.shutdown();
+    }
+
+    fn finished_cleanly(&self) -> bool {
+        self.end
+            .is_some_and(|(app, protocol)| app == 0 && protocol == REQUEST_COMPLETE)
+            && self.feed.done.load(Ordering::SeqCst)
+            && self.inbuf.is_empty()
+    }
+}
+
+impl ScriptRun for FastCgiRun {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, RunError> {
+        loop {
+            if !self.pending.is_empty() {
+                let n = buf.len().min(self.pending.len());
+                buf[..n].copy_from_slice(&self.pending[..n]);
+                bytes::Buf::advance(&mut self.pending, n);
+                return Ok(n);
+            }
+            if self.stdout_ended || self.end.is_some() {
+                return Ok(0);
+            }
+            self.next_record()?;
+        }
+    }
+
+    fn wait(&mut self) -> Result<Ended, RunError> {
+        while self.end.is_none() {
+            self.pending = Bytes::new();
+            self.next_record()?;
+        }
+        let Some((app_status, protocol_status)) = self.end else {
+            return Err(RunError::Aborted);
+        };
+        let ended = match protocol_status {
+            REQUEST_COMPLETE if app_status == 0 => Ended::Success,
+            REQUEST_COMPLETE => Ended::Failed(format!("application status {app_status}")),
+            OVERLOADED => Ended::Refused("the application is overloaded".into()),
+            CANT_MPX_CONN => Ended::Refused("the application cannot take the request".into()),
+            other => Ended::Failed(format!("protocol status {other}")),
+        };
+        if self.finished_cleanly() {
+            if let Ok(kept) = self.reader.try_clone() {
+                self.writer = None;
+                self.pool.check_in(kept);
+            }
+        } else {
+            self.reader.shutdown();
+        }
+        Ok(ended)
+    }
+
+    fn kill(&mut self) {
+        if self.end.is_none() {
+            self.send_abort();
+            self.end = Some((u32::MAX, REQUEST_COMPLETE));
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        self.slot = None;
+    }
+}
+
+impl Drop for FastCgiRun {
+    fn drop(&mut self) {
+        if self.end.is_none() {
+            self.send_abort();
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        self.set_waiting_on_new(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_unix_paths_or_host_and_port() {
+        assert_eq!(
+            Address::parse("unix:/run/php/php8.2-fpm.sock"),
+            Some(Address::Unix("/run/php/php8.2-fpm.sock".into()))
+        );
+        assert_eq!(
+            Address::parse("127.0.0.1:9000"),
+            Some(Address::Tcp("127.0.0.1:9000".into()))
+        );
+        assert_eq!(
+            Address::parse("[::1]:9000"),
+            Some(Address::Tcp("[::1]:9000".into()))
+        );
+        for bad in ["unix:", "localhost", ":9000", "host:port", "host:70000", ""] {
+            assert_eq!(Address::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn params_never_cut_a_pair_across_records() {
+        let big = "v".repeat(40_000);
+        let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = (0..5)
+            .map(|i| (format!("NAME_{i}").into(), big.clone().into()))
+            .collect();
+        let mut out = BytesMut::new();
+        encode_params(&env, &mut out);
+        let mut seen = 0;
+        let mut ended = false;
+        while let Some((record_type, id, content)) = take_record(&mut out).unwrap() {
+            assert_eq!((record_type, id), (PARAMS, REQUEST_ID));
+            if content.is_empty() {
+                ended = true;
+                continue;
+            }
+            // Each record holds whole pairs only.
+            let pairs = crate::fastcgi_protocol::decode_pairs(&content).unwrap();
+            seen += pairs.len();
+        }
+        assert!(ended);
+        assert_eq!(seen, 5);
+    }
+}

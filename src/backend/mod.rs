@@ -1,0 +1,87 @@
+//! How a script runs. The engine asks a [`Backend`] to start one request and reads the CGI
+//! response (RFC 3875 §6) from the [`ScriptRun`] it gets back, without knowing whether a child
+//! process ([`process`]) or a FastCGI application already running, such as php-fpm
+//! ([`fastcgi_client`]), produces it.
+
+pub mod fastcgi_client;
+pub mod process;
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use crate::failure::Failure;
+pub use crate::runner::{AbortHandle, ErrorOutput, Input, RunError};
+
+/// One request for a backend.
+pub struct ScriptCall<'a> {
+    /// The script's complete CGI environment (FastCGI params, for an application).
+    pub env: &'a [(OsString, OsString)],
+    /// Time allowed from the start to the end of the response.
+    pub timeout: Duration,
+}
+
+/// How a run ended, once its output has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The script exited 0, or the application completed the request with status 0.
+    Success,
+    /// A non-zero exit or application status, a signal: the response is not to be trusted.
+    Failed(String),
+    /// The application refused the request (FastCGI `FCGI_OVERLOADED`, `FCGI_CANT_MPX_CONN`).
+    Refused(String),
+}
+
+/// A started request: its CGI response on [`ScriptRun::read`], then how it ended.
+pub trait ScriptRun: Send {
+    /// Reads the next chunk of the CGI response; `Ok(0)` when it has ended.
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, RunError>;
+    /// Waits, within the deadline, for the run to end after its output has been read.
+    fn wait(&mut self) -> Result<Ended, RunError>;
+    /// Stops the run now (kills the process group, or aborts the application's request).
+    fn kill(&mut self);
+}
+
+/// Something that can run a script: a program to execute, or an application to forward to.
+pub trait Backend: Send + Sync {
+    /// Starts one request with its body on `input`; the script's stderr goes to `errors`, and
+    /// `abort` stops it from another thread.
+    fn start(
+        &self,
+        call: &ScriptCall<'_>,
+        input: Input,
+        errors: &ErrorOutput,
+        abort: &AbortHandle,
+    ) -> Result<Box<dyn ScriptRun>, Failure>;
+}
+
+/// Reads a run's whole output, up to `limit` bytes (more is an error and stops the run).
+pub fn read_to_end(run: &mut dyn ScriptRun, limit: usize) -> Result<Vec<u8>, RunError> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = run.read(&mut buf)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len() + n > limit {
+            run.kill();
+            return Err(RunError::Io(std::io::Error::other(format!(
+                "more than {limit} bytes of output"
+            ))));
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+impl ErrorOutput {
+    /// Passes on a chunk of the script's stderr.
+    pub fn write(&self, chunk: &[u8]) {
+        match self {
+            ErrorOutput::Capture(sink) => sink(chunk),
+            ErrorOutput::Inherit => {
+                use std::io::Write;
+                let _ = std::io::stderr().lock().write_all(chunk);
+            }
+        }
+    }
+}
