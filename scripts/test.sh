@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in nginx:nginx apache2:apache2 php-cgi:php-cgi curl:curl python3:python3 ps:procps; do
+for pair in nginx:nginx apache2:apache2 php-cgi:php-cgi php-fpm8.2:php-fpm curl:curl python3:python3 ps:procps md5sum:coreutils; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -15,7 +15,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # Debian starts the packaged servers; the tests run their own on free ports.
-for svc in nginx apache2; do
+for svc in nginx apache2 php8.2-fpm; do
   if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
 done
 

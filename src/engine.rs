@@ -178,24 +178,25 @@ fn declared(plan: &Plan, sidecar: &Sidecar, ex: &mut Exchange<'_>) -> Result<Out
     let mut coding_used = Coding::Identity;
     if output.head.status == 200 {
         output.head.remove(&OWNED_HEADERS);
-        // The original library's refresh: after a change, answer with the new validators.
-        // A body too large to buffer is still being produced, so the validators can only be
-        // refreshed for a script that has finished; a failed re-probe keeps the earlier ones
-        // rather than turn a change that succeeded into an error.
+        // The original library's refresh: after a change, answer with the new validators; and
+        // a page that wrote to its own dependencies while rendering (a wiki's metadata, a new
+        // session file) is not sent with validators already stale. A body too large to buffer
+        // is still being produced, so only a finished script's can be refreshed. After a GET
+        // the probe's answer stands (a second probe per page would double its cost); after a
+        // change it is asked again. A failed re-probe keeps the earlier validators rather than
+        // turn a change that succeeded into an error.
         let fresh;
-        let representation = if method.is_get_or_head() || !output.complete {
+        let representation = if !output.complete {
             &representation
         } else {
-            match represent(
-                plan,
-                sidecar,
-                request,
-                ex.errors,
-                ex.abort,
-                SystemTime::now(),
-            ) {
-                Ok(refreshed) => {
-                    fresh = refreshed;
+            let probed = if method.is_get_or_head() {
+                Ok(representation.derivation.probe_answer())
+            } else {
+                probe_answer(plan, sidecar, request, ex.errors, ex.abort)
+            };
+            match probed {
+                Ok(probe) => {
+                    fresh = representation_at(plan, sidecar, request, probe, SystemTime::now());
                     &fresh
                 }
                 Err(failure) => {
@@ -255,11 +256,33 @@ pub fn represent(
     abort: &AbortHandle,
     now: SystemTime,
 ) -> Result<Representation, Failure> {
-    let probe = if sidecar.probe {
-        Some(probe(plan, request, errors, abort)?)
+    let probe = probe_answer(plan, sidecar, request, errors, abort)?;
+    Ok(representation_at(plan, sidecar, request, probe, now))
+}
+
+/// The probe's answer, when the declaration asks for one.
+fn probe_answer(
+    plan: &Plan,
+    sidecar: &Sidecar,
+    request: &Request,
+    errors: &ErrorOutput,
+    abort: &AbortHandle,
+) -> Result<Option<SystemTime>, Failure> {
+    if sidecar.probe {
+        probe(plan, request, errors, abort).map(Some)
     } else {
-        None
-    };
+        Ok(None)
+    }
+}
+
+/// Validators and policy of a declared script at `now`, with the probe's answer given.
+fn representation_at(
+    plan: &Plan,
+    sidecar: &Sidecar,
+    request: &Request,
+    probe: Option<SystemTime>,
+    now: SystemTime,
+) -> Representation {
     let derivation = validators::derive(
         sidecar,
         &Inputs {
@@ -278,11 +301,11 @@ pub fn represent(
             sidecar.cache_privacy
         },
     };
-    Ok(Representation {
+    Representation {
         derivation,
         policy,
         compress: sidecar.compress,
-    })
+    }
 }
 
 /// Runs a script without a sidecar; if its own output carries validators that the request's

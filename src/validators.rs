@@ -141,6 +141,16 @@ pub fn derive(sidecar: &Sidecar, inputs: &Inputs<'_>) -> Derivation {
     }
 }
 
+impl Derivation {
+    /// The probe's answer this derivation used, if any.
+    pub fn probe_answer(&self) -> Option<SystemTime> {
+        self.candidates
+            .iter()
+            .find(|c| c.source == Source::Probe)
+            .and_then(|c| c.time)
+    }
+}
+
 /// The validators a script's own output declares (for pass-through scripts).
 pub fn from_script_headers(etag: Option<&[u8]>, last_modified: Option<&[u8]>) -> Validators {
     Validators {

@@ -389,7 +389,12 @@ struct Feed {
     done: AtomicBool,
     /// Body bytes taken from the request so far.
     taken: AtomicU64,
+    /// The request body has ended (whether or not its last records were written).
+    source_ended: AtomicBool,
 }
+
+/// How long a retry waits for the feeder to see the end of an (empty) body.
+const FEED_SETTLE: Duration = Duration::from_secs(1);
 
 impl Backend for FastCgiBackend {
     fn start(
@@ -449,7 +454,10 @@ impl Backend for FastCgiBackend {
         };
         run.set_waiting_on_new(!reused);
         match source {
-            None => run.feed.done.store(true, Ordering::SeqCst),
+            None => {
+                run.feed.source_ended.store(true, Ordering::SeqCst);
+                run.feed.done.store(true, Ordering::SeqCst);
+            }
             Some(source) => run.start_feeder(source)?,
         }
         Ok(Box::new(run))
@@ -539,10 +547,13 @@ impl FastCgiRun {
                         // The client's body failed: the front end aborts the request.
                         Err(_) => return,
                     };
+                    feed.taken.fetch_add(n as u64, Ordering::SeqCst);
+                    if n == 0 {
+                        feed.source_ended.store(true, Ordering::SeqCst);
+                    }
                     if stop.load(Ordering::SeqCst) {
                         return;
                     }
-                    feed.taken.fetch_add(n as u64, Ordering::SeqCst);
                     records.clear();
                     encode_stream(STDIN, REQUEST_ID, &buf[..n], &mut records);
                     let mut stream = writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -624,8 +635,17 @@ impl FastCgiRun {
         let Some(head) = self.retry.take() else {
             return Err(fail());
         };
-        let body_safe =
-            self.feed.done.load(Ordering::SeqCst) && self.feed.taken.load(Ordering::SeqCst) == 0;
+        // The feeder may not have seen the end of an empty body yet; a body with bytes in it
+        // can never be sent again.
+        let settle = Instant::now() + FEED_SETTLE;
+        while !self.feed.source_ended.load(Ordering::SeqCst)
+            && self.feed.taken.load(Ordering::SeqCst) == 0
+            && Instant::now() < settle
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let body_safe = self.feed.source_ended.load(Ordering::SeqCst)
+            && self.feed.taken.load(Ordering::SeqCst) == 0;
         if !body_safe {
             return Err(fail());
         }

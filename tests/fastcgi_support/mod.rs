@@ -5,6 +5,7 @@
 pub mod client;
 pub mod http;
 pub mod nginx;
+pub mod php_fpm;
 
 pub use client::{Client, Reply};
 

@@ -38,6 +38,19 @@ impl Nginx {
     /// Starts nginx serving `www` through the responder on `socket`; `None` (a skip) when
     /// nginx is not installed, a panic under CI=true.
     pub fn start(dir: &TempDir, www: &Path, socket: &Path) -> Option<Nginx> {
+        Nginx::start_with(dir, www, socket, "http-conditional.conf", &[], "")
+    }
+
+    /// Starts nginx with the shipped server file `conf_name`, its ports and paths substituted,
+    /// `more` substitutions (each `from` must occur) and `extra_http` added to the http block.
+    pub fn start_with(
+        dir: &TempDir,
+        www: &Path,
+        socket: &Path,
+        conf_name: &str,
+        more: &[(&str, String)],
+        extra_http: &str,
+    ) -> Option<Nginx> {
         let nginx = common::require("nginx")?;
         let prefix = dir.join("nginx");
         for sub in ["conf.d", "snippets", "tmp"] {
@@ -46,7 +59,10 @@ impl Nginx {
         let port = common::free_port();
         let params = prefix.join("snippets/http-conditional-params.conf");
         std::fs::write(&params, shipped("http-conditional-params.conf")).unwrap();
-        let mut server = shipped("http-conditional.conf");
+        let mut server = shipped(conf_name);
+        for (from, to) in more {
+            server = substitute(&server, from, to);
+        }
         server = substitute(&server, "listen 80;", &format!("listen 127.0.0.1:{port};"));
         server = substitute(
             &server,
@@ -80,6 +96,7 @@ impl Nginx {
                uwsgi_temp_path {tmp}/uwsgi;\n\
                scgi_temp_path {tmp}/scgi;\n\
                include {conf};\n\
+               {extra_http}\n\
              }}\n",
             access = prefix.join("access.log").display(),
             tmp = tmp.display(),
