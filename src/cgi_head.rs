@@ -88,13 +88,20 @@ fn parse_lines(block: &[u8]) -> Result<ResponseHead, String> {
             headers.push((name, value.to_vec()));
         }
     }
+    let location = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("Location"))
+        .map(|(_, v)| v.as_slice());
+    let local_redirect = status.is_none() && location.is_some_and(|v| v.starts_with(b"/"));
     let (status, reason) = match status {
         Some(parsed) => parsed,
         None => {
-            let client_redirect = headers
-                .iter()
-                .any(|(n, v)| n.eq_ignore_ascii_case("Location") && !v.starts_with(b"/"));
-            let code = if client_redirect { 302 } else { 200 };
+            // RFC 3875 §6.2.3: a client redirect is a 302; a local one is the server's to do.
+            let code = if location.is_some() && !local_redirect {
+                302
+            } else {
+                200
+            };
             (code, reason_phrase(code).to_string())
         }
     };
@@ -102,6 +109,7 @@ fn parse_lines(block: &[u8]) -> Result<ResponseHead, String> {
         status,
         reason,
         headers,
+        local_redirect,
     })
 }
 
@@ -112,7 +120,8 @@ fn parse_status(value: &[u8]) -> Result<(u16, String), String> {
     let code: u16 = code
         .parse()
         .ok()
-        .filter(|c| (100..=599).contains(c) && code.len() == 3)
+        // 1xx are the server's own interim answers, never a script's final one.
+        .filter(|c| (200..=599).contains(c) && code.len() == 3)
         .ok_or_else(|| format!("invalid Status: {text}"))?;
     let reason = match reason.trim() {
         "" => reason_phrase(code).to_string(),

@@ -2,7 +2,7 @@
 //! is still a clean 502 and the body gets a Content-Length), streaming the rest with its coding.
 
 use std::ffi::OsString;
-use std::io;
+use std::io::{self, Write};
 
 use crate::backend::{AbortHandle, Ended, ErrorOutput, RunError, ScriptRun};
 use crate::cgi_head::{self, HeadParse};
@@ -32,6 +32,8 @@ pub(crate) struct Exchange<'a> {
     pub(crate) abort: &'a AbortHandle,
     pub(crate) sink: &'a mut dyn ResponseSink,
     pub(crate) progress: Progress,
+    /// Answer a local redirect without `Status` with 302 (see `Engine`).
+    pub(crate) found_for_local_redirects: bool,
 }
 
 /// A script's output once its head has been read.
@@ -56,7 +58,7 @@ pub(crate) fn start(
     let mut buffered = Vec::with_capacity(8 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     let mut at_eof = false;
-    let (head, body_at) = loop {
+    let (mut head, body_at) = loop {
         match cgi_head::parse(&buffered, at_eof) {
             HeadParse::Complete(head, body_at) => break (head, body_at),
             HeadParse::Malformed(reason) => {
@@ -78,6 +80,10 @@ pub(crate) fn start(
         buffered.extend_from_slice(&chunk[..n]);
     };
     buffered.drain(..body_at);
+    if head.local_redirect && ex.found_for_local_redirects {
+        head.status = 302;
+        head.reason = "Found".into();
+    }
     while !at_eof && buffered.len() <= BUFFER_LIMIT {
         let n = running.read(&mut chunk).map_err(|e| plan.run_error(e))?;
         at_eof = n == 0;
@@ -144,12 +150,26 @@ pub(crate) fn send(
         ex.sink.finish()?;
         return Ok(ran(status, progress.body_bytes, true));
     }
+    // A script's own Content-Length goes out only when it is one valid length, and then the
+    // body is held to it.
+    let announced = match head.get("Content-Length").map(content_length) {
+        Some(Some(length)) => Some(length),
+        Some(None) => {
+            head.remove(&["Content-Length"]);
+            None
+        }
+        None => None,
+    };
     ex.sink.send_head(head)?;
     progress.head_sent = true;
     let mut chunk = vec![0u8; 64 * 1024];
     let mut writer = BodyWriter::new(&mut *ex.sink);
     let result = if is_head {
         drain(output.running.as_mut(), &mut chunk)
+    } else if let Some(length) = announced {
+        let mut held = AnnouncedLength::new(&mut writer, length);
+        stream(&mut output, Coding::Identity, &mut held, &mut chunk)
+            .and_then(|()| held.finish().map_err(RunError::Io))
     } else {
         stream(&mut output, coding, &mut writer, &mut chunk)
     };
@@ -170,10 +190,9 @@ pub(crate) fn send(
 fn stream(
     output: &mut Output,
     coding: Coding,
-    writer: &mut BodyWriter<'_>,
+    writer: &mut dyn Write,
     chunk: &mut [u8],
 ) -> Result<(), RunError> {
-    use std::io::Write;
     let mut encoder = BodyEncoder::new(coding, writer);
     encoder.write_all(&output.buffered).map_err(RunError::Io)?;
     output.buffered = Vec::new();
@@ -186,6 +205,75 @@ fn stream(
     }
     encoder.finish().map_err(RunError::Io)?;
     Ok(())
+}
+
+/// A Content-Length value: one decimal number (RFC 9110 §8.6); anything else is `None`.
+fn content_length(value: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Holds a streamed body to the length its script announced: never more, and the last byte
+/// only once the output has ended exactly there. A body that overruns or falls short thus
+/// always ends cut short, never as a complete-looking response.
+struct AnnouncedLength<'a> {
+    inner: &'a mut dyn Write,
+    announced: u64,
+    received: u64,
+    last: Option<u8>,
+}
+
+impl<'a> AnnouncedLength<'a> {
+    fn new(inner: &'a mut dyn Write, announced: u64) -> Self {
+        AnnouncedLength {
+            inner,
+            announced,
+            received: 0,
+            last: None,
+        }
+    }
+
+    /// The output ended: sends the held byte when it was exactly as long as announced.
+    fn finish(mut self) -> io::Result<()> {
+        if self.received != self.announced {
+            return Err(io::Error::other(format!(
+                "the script announced Content-Length {} and wrote {} bytes",
+                self.announced, self.received
+            )));
+        }
+        match self.last.take() {
+            Some(byte) => self.inner.write_all(&[byte]),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Write for AnnouncedLength<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let total = self.received + buf.len() as u64;
+        if total > self.announced {
+            return Err(io::Error::other(format!(
+                "the script wrote more than its Content-Length {}",
+                self.announced
+            )));
+        }
+        self.received = total;
+        match buf.split_last() {
+            Some((&last, rest)) if total == self.announced => {
+                self.inner.write_all(rest)?;
+                self.last = Some(last);
+            }
+            _ => self.inner.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn drain(running: &mut dyn ScriptRun, chunk: &mut [u8]) -> Result<(), RunError> {

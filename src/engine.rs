@@ -26,14 +26,16 @@ pub use crate::job::{Job, Outcome, RequestBody};
 use crate::launch::probe;
 pub use crate::launch::{Backends, DEFAULT_TIMEOUT, Plan, parse_probe_answer, plan};
 
-/// Headers a 304 may carry from a pass-through script's output (RFC 9110 §15.4.5).
-const NOT_MODIFIED_HEADERS: [&str; 6] = [
+/// Headers a 304 may carry from a pass-through script's output: those RFC 9110 §15.4.5 names,
+/// and Set-Cookie, since the script did run and its session change must reach the client.
+const NOT_MODIFIED_HEADERS: [&str; 7] = [
     "ETag",
     "Last-Modified",
     "Cache-Control",
     "Expires",
     "Vary",
     "Content-Location",
+    "Set-Cookie",
 ];
 /// Headers the wrapper owns for a declared script's 200.
 const OWNED_HEADERS: [&str; 5] = [
@@ -49,6 +51,10 @@ const OWNED_HEADERS: [&str; 5] = [
 pub struct Engine {
     /// Only scripts whose real path lies under this folder run (FastCGI, serve).
     pub root: Option<PathBuf>,
+    /// A script's `Location: /path` without `Status` (RFC 3875 §6.2.2) is answered 302 Found,
+    /// as nginx does, where no server in front would redirect internally (FastCGI, serve);
+    /// false leaves it to the server (CGI mode: Apache redirects internally).
+    pub found_for_local_redirects: bool,
     /// What scripts run on: processes (capped by `--max-children`; answers given without
     /// running a script need no slot) or FastCGI applications.
     pub backends: Backends,
@@ -82,6 +88,7 @@ impl Engine {
             abort,
             sink,
             progress: Progress::default(),
+            found_for_local_redirects: self.found_for_local_redirects,
         };
         let failure = match self.respond(job, &mut ex) {
             Ok(outcome) => return outcome,
@@ -317,7 +324,9 @@ fn pass_through(plan: &Plan, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> 
     let applies = output.head.status == 200 && method.is_get_or_head() && !conditions.is_empty();
     let own =
         validators::from_script_headers(output.head.get("ETag"), output.head.get("Last-Modified"));
-    if !applies || !preconditions::has_validators(&own) {
+    // RFC 9110 §13.1.1: If-Match on output without an ETag is false (unless `*`), so it is
+    // evaluated even then.
+    if !applies || !(preconditions::has_validators(&own) || conditions.if_match.is_sent()) {
         return send(output, Coding::Identity, &method, ex);
     }
     let verdict = preconditions::evaluate(&conditions, &own, &method);

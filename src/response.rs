@@ -13,6 +13,8 @@ pub struct ResponseHead {
     pub reason: String,
     /// Headers in order; repeats kept.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// A script's local redirect (RFC 3875 §6.2.2): `Location: /path` and no `Status`.
+    pub local_redirect: bool,
 }
 
 impl ResponseHead {
@@ -22,6 +24,7 @@ impl ResponseHead {
             status,
             reason: reason_phrase(status).to_string(),
             headers: Vec::new(),
+            local_redirect: false,
         }
     }
 

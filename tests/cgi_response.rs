@@ -481,3 +481,48 @@ fn a_scripts_own_204_and_304_get_no_content_length_and_no_body() {
         assert!(r.body.is_empty(), "{status}");
     }
 }
+
+#[test]
+fn cgi_mode_leaves_a_local_redirect_to_the_server() {
+    let dir = TempDir::new("resp");
+    let s = script(&dir, "moved.cgi", "printf 'Location: /elsewhere\\n\\n'");
+    let r = Cgi::new(&s).run();
+    // Apache redirects internally when a 200 carries a local Location (RFC 3875 §6.2.2).
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Location"), Some("/elsewhere"));
+    let s = script(
+        &dir,
+        "away.cgi",
+        "printf 'Location: http://example.org/\\n\\n'",
+    );
+    assert_eq!(Cgi::new(&s).run().status, 302, "a client redirect");
+}
+
+#[test]
+fn a_pass_through_304_keeps_the_scripts_set_cookie() {
+    let dir = TempDir::new("resp");
+    let s = script(
+        &dir,
+        "own.cgi",
+        "printf 'ETag: \"v1\"\\nSet-Cookie: sid=abc; Path=/\\nContent-Type: text/plain\\n\\nbody'",
+    );
+    let r = Cgi::new(&s).header("IF_NONE_MATCH", "\"v1\"").run();
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("Set-Cookie"), Some("sid=abc; Path=/"));
+    assert!(r.body.is_empty());
+}
+
+#[test]
+fn if_match_on_pass_through_output_without_an_etag_is_412() {
+    let dir = TempDir::new("resp");
+    let s = script(
+        &dir,
+        "plain.cgi",
+        "printf 'Content-Type: text/plain\\n\\nbody'",
+    );
+    let r = Cgi::new(&s).header("IF_MATCH", "\"v1\"").run();
+    assert_eq!(r.status, 412, "RFC 9110 §13.1.1: no current ETag matches");
+    let r = Cgi::new(&s).header("IF_MATCH", "*").run();
+    assert_eq!(r.status, 200, "`*` matches any current representation");
+    assert_eq!(r.body, b"body");
+}

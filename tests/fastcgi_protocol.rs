@@ -277,3 +277,77 @@ fn a_script_failing_mid_body_gets_no_end_request_and_the_connection_closes() {
     }
     assert_still_serving(&responder, &dir.path);
 }
+
+/// A script writing `head` then `body_bytes` bytes of body, under `dir`.
+fn script_with(dir: &common::TempDir, name: &str, head: &str, body_bytes: usize) {
+    dir.write(
+        name,
+        format!("#!/bin/sh\nprintf '{head}\\n\\n'\nhead -c {body_bytes} /dev/zero\n"),
+        true,
+    );
+}
+
+#[test]
+fn a_local_location_without_status_is_a_302_found_as_nginx_gives() {
+    let (dir, responder) = setup("fcgi-redirect", &[]);
+    script_with(&dir, "moved.cgi", "Location: /elsewhere", 0);
+    let reply = get(&responder, &dir.path, "moved.cgi", &[]);
+    assert_eq!(
+        reply.status(),
+        302,
+        "{}",
+        String::from_utf8_lossy(&reply.stdout)
+    );
+    assert_eq!(reply.header("Location").as_deref(), Some("/elsewhere"));
+    assert!(String::from_utf8_lossy(&reply.stdout).starts_with("Status: 302 Found\r\n"));
+}
+
+#[test]
+fn a_scripts_1xx_status_is_a_malformed_head() {
+    let (dir, responder) = setup("fcgi-1xx", &[]);
+    for code in ["100 Continue", "103 Early Hints", "101 Switching Protocols"] {
+        script_with(
+            &dir,
+            "early.cgi",
+            &format!("Status: {code}\\nContent-Type: text/plain"),
+            3,
+        );
+        let reply = get(&responder, &dir.path, "early.cgi", &[]);
+        assert_eq!(reply.status(), 502, "{code}");
+    }
+}
+
+#[test]
+fn a_streamed_body_is_held_to_the_content_length_its_script_announced() {
+    let (dir, responder) = setup("fcgi-length", &[]);
+    let big = 600_000; // past the buffer, so the body streams with the script's own length
+    // Exact: complete, the length passed on.
+    script_with(&dir, "exact.cgi", &format!("Content-Length: {big}"), big);
+    let reply = get(&responder, &dir.path, "exact.cgi", &[]);
+    assert_eq!(reply.end, Some((0, 0)));
+    assert_eq!(reply.header("Content-Length"), Some(big.to_string()));
+    assert_eq!(reply.body().len(), big);
+    // Too small or too large: never a complete response (no FCGI_END_REQUEST), and never more
+    // body than announced.
+    for (name, announced) in [("short.cgi", big + 1000), ("long.cgi", big - 1000)] {
+        script_with(&dir, name, &format!("Content-Length: {announced}"), big);
+        let mut client = responder.connect();
+        let params = cgi_params(&dir.path, name);
+        client
+            .send_request(1, false, &as_refs(&params), b"")
+            .unwrap();
+        let reply = client.read_reply(1);
+        assert_eq!(reply.end, None, "{name} ended cleanly");
+        assert!(
+            reply.body().len() < announced,
+            "{name}: {}",
+            reply.body().len()
+        );
+    }
+    // Not a length at all: dropped, and the body streams without one.
+    script_with(&dir, "bad.cgi", "Content-Length: 12, 13", big);
+    let reply = get(&responder, &dir.path, "bad.cgi", &[]);
+    assert_eq!(reply.end, Some((0, 0)));
+    assert_eq!(reply.header("Content-Length"), None);
+    assert_eq!(reply.body().len(), big);
+}

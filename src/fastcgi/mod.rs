@@ -113,6 +113,7 @@ impl Service {
             .context("--queue-timeout must be a non-negative number of seconds")?;
         Ok(Service {
             engine: Engine {
+                found_for_local_redirects: true,
                 root: Some(root),
                 backends: front_end::backends(max_children, queue_timeout, &options.upstream)?,
             },

@@ -51,6 +51,7 @@ impl Drop for Root {
 fn service(root: &Root) -> Arc<Service> {
     Arc::new(Service {
         engine: Engine {
+            found_for_local_redirects: true,
             root: Some(root.0.clone()),
             backends: Default::default(),
         },

@@ -114,6 +114,7 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let state = Arc::new(State {
         engine: Engine {
+            found_for_local_redirects: true,
             root: Some(root.clone()),
             backends: front_end::backends(4 * cpus, SLOT_WAIT, &options.upstream)?,
         },
