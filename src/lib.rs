@@ -4,6 +4,7 @@
 //!
 //! The front ends ([`cgi`], [`fastcgi`], [`serve`]) turn their input into a
 //! [`request::Request`] and hand it to the [`engine`], which never knows which one it serves.
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod cache_policy;
 pub mod cgi;
@@ -19,6 +20,7 @@ pub mod front_end;
 pub mod launch;
 pub mod log;
 pub mod preconditions;
+pub mod regular_file;
 pub mod request;
 pub mod response;
 pub mod runner;
@@ -26,5 +28,6 @@ pub mod script;
 pub mod serve;
 pub mod sidecar;
 pub mod slots;
+pub mod stderr_relay;
 pub mod timestamp;
 pub mod validators;
