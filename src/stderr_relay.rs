@@ -29,8 +29,7 @@ impl ErrorOutput {
 
     /// [`ErrorOutput::prefixed`] for a name that may not be UTF-8 (a file name's raw bytes).
     pub fn named(name: &[u8]) -> ErrorOutput {
-        let relay = StderrRelay::new(Some(name), Box::new(write_to_stderr));
-        ErrorOutput::Capture(Arc::new(move |chunk: &[u8]| relay.write(chunk)))
+        StderrRelay::new(Some(name), Box::new(write_to_stderr)).output()
     }
 }
 
@@ -73,6 +72,12 @@ impl StderrRelay {
                 sink,
             }),
         })
+    }
+
+    /// What the runner writes the script's stderr to: each chunk goes into this relay.
+    pub fn output(self: &Arc<Self>) -> ErrorOutput {
+        let relay = Arc::clone(self);
+        ErrorOutput::Capture(Arc::new(move |chunk: &[u8]| relay.write(chunk)))
     }
 
     /// Takes a chunk of stderr output.
