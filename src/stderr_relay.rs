@@ -189,7 +189,20 @@ fn char_boundary_before_end(bytes: &[u8]) -> usize {
 /// DEL, C1) and bytes that are not UTF-8 as `\xNN`, one per byte.
 pub fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
     for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
+        let mut rest = chunk.valid();
+        while !rest.is_empty() {
+            // Runs of printable ASCII, nearly all of any log, are copied whole.
+            let plain = rest
+                .bytes()
+                .position(|b| !(b' '..=b'~').contains(&b) || b == b'\\')
+                .unwrap_or(rest.len());
+            out.extend_from_slice(&rest.as_bytes()[..plain]);
+            rest = &rest[plain..];
+            let mut chars = rest.chars();
+            let Some(c) = chars.next() else {
+                break;
+            };
+            rest = chars.as_str();
             match c {
                 '\\' => out.extend_from_slice(b"\\\\"),
                 '\t' => out.extend_from_slice(b"\\t"),
@@ -273,6 +286,7 @@ mod tests {
             (b"\xc2\x9b", "\\xc2\\x9b"), // C1 CSI
             (b"\xff\xfe", "\\xff\\xfe"),
             (b"\xc3", "\\xc3"), // a character cut short
+            (b"ok \\ \x01 caf\xc3\xa9 \xff end", "ok \\\\ \\x01 café \\xff end"),
         ];
         for (raw, want) in table {
             assert_eq!(escaped(raw), *want, "{raw:?}");
