@@ -286,7 +286,10 @@ mod tests {
             (b"\xc2\x9b", "\\xc2\\x9b"), // C1 CSI
             (b"\xff\xfe", "\\xff\\xfe"),
             (b"\xc3", "\\xc3"), // a character cut short
-            (b"ok \\ \x01 caf\xc3\xa9 \xff end", "ok \\\\ \\x01 café \\xff end"),
+            (
+                b"ok \\ \x01 caf\xc3\xa9 \xff end",
+                "ok \\\\ \\x01 café \\xff end",
+            ),
         ];
         for (raw, want) in table {
             assert_eq!(escaped(raw), *want, "{raw:?}");
