@@ -306,7 +306,9 @@ fn planted_fifos_and_devices_are_answered_at_once_and_sigterm_still_stops_the_re
             sessions.display()
         ),
     );
-    let cases: [(&str, &[(&str, &str)], u16); 4] = [
+    // (script, extra params, status)
+    type Case = (&'static str, &'static [(&'static str, &'static str)], u16);
+    let cases: [Case; 4] = [
         ("fifo.cgi", &[], 500),
         ("zero.cgi", &[], 500),
         ("session.cgi", &[("HTTP_COOKIE", "PHPSESSID=fifo")], 200),
