@@ -173,10 +173,8 @@ pub fn run(options: Options, request: Request) -> ExitCode {
     let name = script
         .as_deref()
         .and_then(|p| p.file_name())
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let relay = ErrorOutput::prefixed(&name);
+        .unwrap_or_default();
+    let relay = ErrorOutput::named(name.as_bytes());
     let job = Job {
         request: &request,
         script,
@@ -204,11 +202,14 @@ fn kill_script_on_termination(abort: &AbortHandle) {
         return;
     }
     for signal in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
-        // SAFETY: installs a handler that only does async-signal-safe work (atomic loads and
-        // stores, kill, signal, raise); the sigaction struct is zeroed and fully set up.
+        // SAFETY: neither rustix nor std has a safe way to install a handler. The handler does
+        // only async-signal-safe work (atomic loads and stores, kill). The sigaction struct is
+        // zeroed (a valid value: no flags, empty mask) and then fully set up; SA_RESETHAND puts
+        // the default action back before the handler runs, so its re-raise ends the wrapper.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_termination as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESETHAND;
             libc::sigemptyset(&mut action.sa_mask);
             libc::sigaction(signal, &action, std::ptr::null_mut());
         }
@@ -219,10 +220,10 @@ extern "C" fn on_termination(signal: libc::c_int) {
     if let Some(abort) = RUNNING.get() {
         abort.abort();
     }
-    // SAFETY: restoring the default action and re-raising ends the wrapper as the signal asked.
-    unsafe {
-        libc::signal(signal, libc::SIG_DFL);
-        libc::raise(signal);
+    // The default action is back (SA_RESETHAND): the signal, pending until this handler
+    // returns, ends the wrapper as it asked.
+    if let Some(signal) = rustix::process::Signal::from_named_raw(signal) {
+        let _ = rustix::process::kill_process(rustix::process::getpid(), signal);
     }
 }
 

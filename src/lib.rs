@@ -4,6 +4,7 @@
 //!
 //! The front ends ([`cgi`], [`fastcgi`], [`serve`]) turn their input into a
 //! [`request::Request`] and hand it to the [`engine`], which never knows which one it serves.
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod backend;
 pub mod cache_policy;
@@ -22,6 +23,7 @@ pub mod job;
 pub mod launch;
 pub mod log;
 pub mod preconditions;
+pub mod regular_file;
 pub mod request;
 pub mod response;
 pub mod runner;
@@ -29,5 +31,6 @@ pub mod script;
 pub mod serve;
 pub mod sidecar;
 pub mod slots;
+pub mod stderr_relay;
 pub mod timestamp;
 pub mod validators;

@@ -4,14 +4,16 @@
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::process::{Pid, PidfdFlags, Signal};
 
 /// How often a poll wakes to re-check the child when the kernel has no pidfd (before Linux 5.3).
 const FALLBACK_TICK: Duration = Duration::from_millis(20);
@@ -51,7 +53,8 @@ pub type StderrSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
 pub enum ErrorOutput {
     /// The wrapper's own stderr (CGI mode: the server's error log).
     Inherit,
-    /// Each chunk handed to a callback (FastCGI: FCGI_STDERR records).
+    /// Each chunk handed to a callback (FastCGI: FCGI_STDERR records; CGI mode and serve:
+    /// [`ErrorOutput::prefixed`], log lines with the script's name).
     Capture(StderrSink),
 }
 
@@ -147,10 +150,10 @@ impl RunningScript {
             .stdout
             .take()
             .ok_or_else(|| io::Error::other("no stdout pipe"))?;
-        set_nonblocking(stdout.as_raw_fd())?;
+        set_nonblocking(&stdout)?;
         let stderr = match (errors, child.stderr.take()) {
             (ErrorOutput::Capture(sink), Some(pipe)) => {
-                set_nonblocking(pipe.as_raw_fd())?;
+                set_nonblocking(&pipe)?;
                 Some((pipe, sink))
             }
             _ => None,
@@ -289,26 +292,21 @@ impl RunningScript {
         let mut wait = self.deadline - now;
         let mut fds = Vec::with_capacity(3);
         if want_stdout {
-            fds.push(pollfd(self.stdout.as_raw_fd()));
+            fds.push(PollFd::new(&self.stdout, PollFlags::IN));
         }
         if let Some((pipe, _)) = &self.stderr {
-            fds.push(pollfd(pipe.as_raw_fd()));
+            fds.push(PollFd::new(pipe, PollFlags::IN));
         }
         match &self.pidfd {
-            Some(fd) => fds.push(pollfd(fd.as_raw_fd())),
+            Some(fd) => fds.push(PollFd::new(fd, PollFlags::IN)),
             None => wait = wait.min(FALLBACK_TICK),
         }
-        let millis = i32::try_from(wait.as_millis().max(1)).unwrap_or(i32::MAX);
-        let nfds = libc::nfds_t::try_from(fds.len()).unwrap_or(0);
-        // SAFETY: `fds` is a valid array of `nfds` pollfd structs that outlives the call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), nfds, millis) };
-        if ready < 0 {
-            let err = io::Error::last_os_error();
-            return match err.kind() {
-                io::ErrorKind::Interrupted => Ok(()),
-                _ => Err(RunError::Io(err)),
-            };
+        match poll_for(&mut fds, wait) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(RunError::Io(e)),
         }
+        drop(fds);
         self.drain_stderr();
         if self.exit.is_none() {
             let status = self.child.try_wait().map_err(RunError::Io)?;
@@ -353,7 +351,7 @@ fn start_feeder(
     mut source: Box<dyn Read + Send>,
     pipe: std::process::ChildStdin,
 ) -> io::Result<Arc<AtomicBool>> {
-    set_nonblocking(pipe.as_raw_fd())?;
+    set_nonblocking(&pipe)?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop_seen = Arc::clone(&stop);
     std::thread::Builder::new()
@@ -395,14 +393,8 @@ fn write_all_polled(
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let mut fds = [libc::pollfd {
-                    fd: pipe.as_raw_fd(),
-                    events: libc::POLLOUT,
-                    revents: 0,
-                }];
-                let millis = i32::try_from(FEEDER_TICK.as_millis()).unwrap_or(100);
-                // SAFETY: one valid pollfd, alive for the call.
-                unsafe { libc::poll(fds.as_mut_ptr(), 1, millis) };
+                // Whatever poll says, the loop writes again (or sees `stop`) after the tick.
+                let _ = poll_for(&mut [PollFd::new(pipe, PollFlags::OUT)], FEEDER_TICK);
             }
             Err(e) => return Err(e),
         }
@@ -410,93 +402,34 @@ fn write_all_polled(
     Ok(())
 }
 
-fn pollfd(fd: RawFd) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }
+/// Waits up to `wait` (at least a millisecond, so a nearly spent deadline does not spin) for
+/// one of `fds` to be ready.
+fn poll_for(fds: &mut [PollFd<'_>], wait: Duration) -> io::Result<()> {
+    let wait = wait.max(Duration::from_millis(1));
+    let timeout = Timespec::try_from(wait).unwrap_or(Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    });
+    rustix::event::poll(fds, Some(&timeout))?;
+    Ok(())
 }
 
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own; no memory is passed.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
+    rustix::io::ioctl_fionbio(fd, true)?;
     Ok(())
 }
 
 /// A descriptor that becomes readable when the process exits (Linux ≥ 5.3).
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid).ok()?;
-    // SAFETY: the raw syscall takes two integers and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let fd = RawFd::try_from(fd).ok().filter(|&fd| fd >= 0)?;
-    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    let pid = Pid::from_raw(i32::try_from(pid).ok()?)?;
+    rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok()
 }
 
 fn kill_group(process_group: i32) {
+    // Never 0 (our own group) or 1 (init's).
     if process_group > 1 {
-        // SAFETY: kill takes plain integers; a negative pid names the process group.
-        unsafe { libc::kill(-process_group, libc::SIGKILL) };
-    }
-}
-
-impl ErrorOutput {
-    /// The script's stderr on the wrapper's own stderr, each line prefixed with `name` (so the
-    /// server's error log says which script spoke).
-    pub fn prefixed(name: &str) -> ErrorOutput {
-        let lines = StderrLines::new(name);
-        ErrorOutput::Capture(Arc::new(move |chunk: &[u8]| lines.write(chunk)))
-    }
-}
-
-/// A script's stderr, written to the server's stderr one line at a time with the script's
-/// name in front; a last unterminated line is written when the run's handles are dropped.
-pub struct StderrLines {
-    prefix: String,
-    partial: Mutex<Vec<u8>>,
-}
-
-impl StderrLines {
-    /// For the script named `name`.
-    pub fn new(name: &str) -> Arc<Self> {
-        Arc::new(StderrLines {
-            prefix: format!("{name}: "),
-            partial: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// Takes a chunk of stderr output.
-    pub fn write(&self, chunk: &[u8]) {
-        let mut partial = self.partial.lock().unwrap_or_else(|p| p.into_inner());
-        partial.extend_from_slice(chunk);
-        while let Some(end) = partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = partial.drain(..=end).collect();
-            self.emit(&line[..end]);
-        }
-    }
-
-    fn emit(&self, line: &[u8]) {
-        let mut out = Vec::with_capacity(self.prefix.len() + line.len() + 1);
-        out.extend_from_slice(self.prefix.as_bytes());
-        out.extend_from_slice(line);
-        out.push(b'\n');
-        let _ = io::stderr().lock().write_all(&out);
-    }
-}
-
-impl Drop for StderrLines {
-    fn drop(&mut self) {
-        let partial = std::mem::take(self.partial.get_mut().unwrap_or_else(|p| p.into_inner()));
-        if !partial.is_empty() {
-            self.emit(&partial);
+        if let Some(group) = Pid::from_raw(process_group) {
+            let _ = rustix::process::kill_process_group(group, Signal::KILL);
         }
     }
 }

@@ -5,10 +5,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::failure::Failure;
+use crate::regular_file;
 use crate::timestamp::parse_flexible;
-
-/// Sidecars larger than this are refused: they are hand-written configuration, not data.
-const MAX_SIDECAR_BYTES: u64 = 1024 * 1024;
 
 /// Cache privacy of a declared script (`"cache_privacy"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -96,13 +94,10 @@ pub fn load(script: &Path) -> Result<Option<Sidecar>, Failure> {
         file: file_name.clone(),
         reason,
     };
-    let text = match std::fs::metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+    let text = match regular_file::read(&path, regular_file::LIMIT) {
+        Err(regular_file::ReadError::NotFound) => return Ok(None),
         Err(e) => return Err(unreadable(e.to_string())),
-        Ok(meta) if meta.len() > MAX_SIDECAR_BYTES => {
-            return Err(unreadable(format!("larger than {MAX_SIDECAR_BYTES} bytes")));
-        }
-        Ok(_) => std::fs::read(&path).map_err(|e| unreadable(e.to_string()))?,
+        Ok(text) => text,
     };
     serde_json::from_slice(&text)
         .map(Some)

@@ -1,6 +1,5 @@
 //! Validators (RFC 9110 §8.8): where a declared script's Last-Modified comes from, and its ETag.
 
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -8,6 +7,7 @@ use std::time::SystemTime;
 use md5::{Digest, Md5};
 
 use crate::etag::EntityTag;
+use crate::regular_file;
 use crate::request::{Request, cookie};
 use crate::sidecar::{SessionConfig, Sidecar};
 use crate::timestamp::{truncate_to_second, unix_seconds};
@@ -180,16 +180,11 @@ fn session_fingerprint(config: &SessionConfig, request: &Request) -> Option<[u8;
     let path = config
         .save_path
         .join(std::ffi::OsStr::from_bytes(&file_name));
-    if let Ok(mut file) = std::fs::File::open(path) {
-        let mut buf = [0u8; 16 * 1024];
-        while let Ok(n) = file.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            hash.update(&buf[..n]);
-        }
-    } else {
-        hash.update(b"(no session file)");
+    // The save path is writable by every local user: a FIFO, a device, a socket or an
+    // oversized file planted there counts as no session file at all, never as a hang.
+    match regular_file::read(&path, regular_file::LIMIT) {
+        Ok(content) => hash.update(content),
+        Err(_) => hash.update(b"(no session file)"),
     }
     Some(hash.finalize().into())
 }

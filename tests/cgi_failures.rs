@@ -256,3 +256,176 @@ fn the_script_dies_with_the_wrapper_when_the_server_gives_up() {
     std::thread::sleep(Duration::from_millis(2500));
     assert!(!marker.exists(), "the script outlived the wrapper");
 }
+
+/// A page and its sidecar path; the sidecar is left for the test to plant.
+fn page_with_planted_sidecar(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
+    let s = dir.write(
+        "page.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\npage'\n",
+        true,
+    );
+    (s, dir.join("page.cgi.conditional.json"))
+}
+
+fn assert_500_naming_the_sidecar(r: &common::Response, what: &str) {
+    assert_eq!(r.status, 500, "{what}: {}", r.text());
+    assert!(
+        r.text().contains("page.cgi.conditional.json"),
+        "{what}: {}",
+        r.text()
+    );
+    assert!(!r.text().contains("page\n"), "{what}: the page ran");
+}
+
+#[test]
+fn a_fifo_sidecar_is_500_naming_it_and_never_waits_for_a_writer() {
+    let dir = TempDir::new("fifo-sidecar");
+    let (s, sidecar) = page_with_planted_sidecar(&dir);
+    common::mkfifo(&sidecar);
+    // The harness fails the test if the wrapper hangs: no writer ever opens the FIFO.
+    let r = Cgi::new(&s).timeout(Duration::from_secs(20)).run();
+    assert_500_naming_the_sidecar(&r, "FIFO");
+    assert!(r.text().contains("FIFO"), "{}", r.text());
+}
+
+#[test]
+fn a_sidecar_linked_to_dev_zero_is_500_not_read_to_exhaustion() {
+    let dir = TempDir::new("zero-sidecar");
+    let (s, sidecar) = page_with_planted_sidecar(&dir);
+    std::os::unix::fs::symlink("/dev/zero", &sidecar).unwrap();
+    let r = Cgi::new(&s).timeout(Duration::from_secs(20)).run();
+    assert_500_naming_the_sidecar(&r, "/dev/zero");
+    assert!(r.text().contains("character device"), "{}", r.text());
+}
+
+#[test]
+fn a_sidecar_larger_than_one_mebibyte_is_500() {
+    let dir = TempDir::new("big-sidecar");
+    let (s, sidecar) = page_with_planted_sidecar(&dir);
+    let mut json = b"{\"cache_seconds\": 0".to_vec();
+    json.resize(2 << 20, b' ');
+    json.push(b'}');
+    std::fs::write(&sidecar, json).unwrap();
+    let r = Cgi::new(&s).run();
+    assert_500_naming_the_sidecar(&r, "2 MiB");
+    assert!(r.text().contains("larger than"), "{}", r.text());
+}
+
+#[test]
+fn a_session_file_that_is_a_fifo_or_a_device_counts_as_absent() {
+    let dir = TempDir::new("session-planted");
+    let sessions = dir.join("sessions");
+    std::fs::create_dir_all(&sessions).unwrap();
+    let s = dir.write(
+        "session.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nwelcome'\n",
+        true,
+    );
+    dir.sidecar(
+        "session.cgi",
+        &format!(
+            r#"{{"session": {{"cookie": "PHPSESSID", "save_path": "{}"}}, "last_modified": 1000000000, "feed": true}}"#,
+            sessions.display()
+        ),
+    );
+    let get = || {
+        Cgi::new(&s)
+            .header("COOKIE", "PHPSESSID=planted")
+            .timeout(Duration::from_secs(20))
+            .run()
+    };
+    let absent = get();
+    assert_eq!((absent.status, absent.text().as_str()), (200, "welcome"));
+    let etag = absent.header("ETag").expect("an ETag").to_string();
+    let planted = sessions.join("sess_planted");
+    common::mkfifo(&planted);
+    let fifo = get();
+    assert_eq!((fifo.status, fifo.text().as_str()), (200, "welcome"));
+    assert_eq!(
+        fifo.header("ETag"),
+        Some(etag.as_str()),
+        "FIFO = no session"
+    );
+    std::fs::remove_file(&planted).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &planted).unwrap();
+    let zero = get();
+    assert_eq!((zero.status, zero.text().as_str()), (200, "welcome"));
+    assert_eq!(
+        zero.header("ETag"),
+        Some(etag.as_str()),
+        "/dev/zero = no session"
+    );
+    // A real session file still counts.
+    std::fs::remove_file(&planted).unwrap();
+    std::fs::write(&planted, "visits|i:1;").unwrap();
+    assert_ne!(get().header("ETag"), Some(etag.as_str()));
+}
+
+#[test]
+fn one_40_mb_stderr_line_is_relayed_in_pieces_and_the_page_still_answers() {
+    let dir = TempDir::new("long-stderr");
+    let s = dir.write(
+        "chatty.cgi",
+        "#!/bin/sh\nhead -c 40000000 /dev/zero | tr '\\0' x >&2\nprintf 'Content-Type: text/plain\\n\\nok'\n",
+        true,
+    );
+    let r = Cgi::new(&s)
+        .env("CONDITIONAL_TIMEOUT", "20")
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "ok"),
+        "{}",
+        &r.stderr[..200.min(r.stderr.len())]
+    );
+    let pieces: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("chatty.cgi: "))
+        .collect();
+    assert!(pieces.len() > 1000, "{} pieces", pieces.len());
+    assert!(
+        pieces.iter().all(|l| l.len() < 9 * 1024),
+        "a piece longer than the bound"
+    );
+    assert!(
+        pieces[1..]
+            .iter()
+            .all(|l| l.starts_with("chatty.cgi: [continued] "))
+    );
+    let relayed: usize = pieces
+        .iter()
+        .map(|l| {
+            l.trim_start_matches("chatty.cgi: ")
+                .trim_start_matches("[continued] ")
+                .len()
+        })
+        .sum();
+    assert_eq!(relayed, 40_000_000, "every byte relayed once");
+}
+
+#[test]
+fn a_script_whose_name_holds_a_newline_or_escape_cannot_forge_a_log_line() {
+    let dir = TempDir::new("forged-name");
+    let name = "x.cgi\nhttp-conditional: forged\x1b[2K";
+    let s = dir.write(
+        name,
+        "#!/bin/sh\nprintf 'said\\r\\033[1Aover\\nsecond\\n' >&2\nprintf 'Content-Type: text/plain\\n\\nok'\n",
+        true,
+    );
+    let r = Cgi::new(&s).run();
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    let prefix = "x.cgi\\x0ahttp-conditional: forged\\x1b[2K: ";
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{prefix}said\\x0d\\x1b[1Aover"),
+            format!("{prefix}second"),
+        ],
+        "{:?}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains('\x1b') && !r.stderr.contains('\r'));
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use fastcgi_support::*;
 use http_conditional::fastcgi::codec::{
-    ABORT_REQUEST, GET_VALUES, PARAMS, STDIN, STDOUT, encode_pairs,
+    ABORT_REQUEST, END_REQUEST, GET_VALUES, PARAMS, STDERR, STDIN, STDOUT, encode_pairs,
 };
 
 #[test]
@@ -281,4 +281,96 @@ fn a_script_that_never_reads_its_body_does_not_wedge_the_connection() {
         .send_request(2, true, &as_refs(&params), b"")
         .unwrap();
     assert_eq!(client.read_reply(2).body(), b"hello\n");
+}
+
+/// A local user plants a FIFO or a link to /dev/zero where the responder reads a sidecar or a
+/// session file: each request is answered at once (500 naming the sidecar; the session treated
+/// as absent), and requests for them in flight never keep SIGTERM from stopping the responder.
+#[test]
+fn planted_fifos_and_devices_are_answered_at_once_and_sigterm_still_stops_the_responder() {
+    let (dir, mut responder) = setup("fcgi-planted", &[]);
+    let page = "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\npage'\n";
+    dir.write("fifo.cgi", page, true);
+    common::mkfifo(&dir.join("fifo.cgi.conditional.json"));
+    dir.write("zero.cgi", page, true);
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.cgi.conditional.json")).unwrap();
+    let sessions = dir.join("sessions");
+    std::fs::create_dir_all(&sessions).unwrap();
+    common::mkfifo(&sessions.join("sess_fifo"));
+    std::os::unix::fs::symlink("/dev/zero", sessions.join("sess_zero")).unwrap();
+    dir.write("session.cgi", page, true);
+    dir.sidecar(
+        "session.cgi",
+        &format!(
+            r#"{{"session": {{"cookie": "PHPSESSID", "save_path": "{}"}}}}"#,
+            sessions.display()
+        ),
+    );
+    // (script, extra params, status)
+    type Case = (&'static str, &'static [(&'static str, &'static str)], u16);
+    let cases: [Case; 4] = [
+        ("fifo.cgi", &[], 500),
+        ("zero.cgi", &[], 500),
+        ("session.cgi", &[("HTTP_COOKIE", "PHPSESSID=fifo")], 200),
+        ("session.cgi", &[("HTTP_COOKIE", "PHPSESSID=zero")], 200),
+    ];
+    for (name, extra, status) in cases {
+        let reply = get(&responder, &dir.path, name, extra);
+        assert!(reply.end.is_some(), "{name} {extra:?}: no END_REQUEST");
+        assert_eq!(reply.status(), status, "{name} {extra:?}");
+        if status == 500 {
+            let body = String::from_utf8_lossy(&reply.body()).into_owned();
+            assert!(body.contains(&format!("{name}.conditional.json")), "{body}");
+        } else {
+            assert_eq!(reply.body(), b"page");
+        }
+    }
+    assert_still_serving(&responder, &dir.path);
+
+    // The same requests in flight when SIGTERM comes: the responder finishes them and exits.
+    let mut in_flight = Vec::new();
+    for _ in 0..3 {
+        for (name, extra, _) in cases {
+            let mut pairs = cgi_params(&dir.path, name);
+            pairs.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+            let mut client = responder.connect();
+            client.send_request(1, true, &as_refs(&pairs), b"").unwrap();
+            in_flight.push(client);
+        }
+    }
+    responder.terminate();
+    assert_eq!(responder.wait_exit(PATIENCE), Some(0));
+}
+
+/// nginx writes each FCGI_STDERR record into its error log as it is: one record per line, with
+/// control characters escaped, so a script cannot forge or garble that log.
+#[test]
+fn fcgi_stderr_is_one_escaped_record_per_line() {
+    let (dir, responder) = setup("fcgi-stderr", &[]);
+    dir.write(
+        "talk.cgi",
+        "#!/bin/sh\nprintf 'one\\r\\033[2Ktwo\\nthree\\nlast' >&2\nprintf 'Content-Type: text/plain\\n\\nok'\n",
+        true,
+    );
+    let mut client = responder.connect();
+    let params = cgi_params(&dir.path, "talk.cgi");
+    client
+        .send_request(1, false, &as_refs(&params), b"")
+        .unwrap();
+    let mut stderr = Vec::new();
+    'reply: loop {
+        let records = client.read_records(1);
+        assert!(
+            !records.is_empty(),
+            "the connection closed before END_REQUEST"
+        );
+        for (kind, _, content) in records {
+            match kind {
+                STDERR if !content.is_empty() => stderr.push(String::from_utf8(content).unwrap()),
+                END_REQUEST => break 'reply,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(stderr, ["one\\x0d\\x1b[2Ktwo\n", "three\n", "last\n"]);
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use rustix::net::AddressFamily;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
 
@@ -55,18 +56,21 @@ impl Listener {
 
     /// The listening socket inherited as fd 0, unix or TCP (told apart by getsockname).
     pub fn inherited() -> anyhow::Result<Listener> {
-        let family = socket_family(LISTENSOCK_FILENO).context(
-            "no --listen given and fd 0 is not a socket \
-             (start with --listen unix:PATH or HOST:PORT, or under socket activation)",
-        )?;
-        if !is_listening(LISTENSOCK_FILENO) {
+        let stdin = std::io::stdin();
+        let family = rustix::net::getsockname(&stdin)
+            .map(|addr| addr.address_family())
+            .context(
+                "no --listen given and fd 0 is not a socket \
+                 (start with --listen unix:PATH or HOST:PORT, or under socket activation)",
+            )?;
+        if !rustix::net::sockopt::socket_acceptconn(&stdin).unwrap_or(false) {
             bail!("no --listen given and fd 0 is a socket that is not listening");
         }
         // SAFETY: fd 0 is an open listening socket (checked above) that nothing else in this
         // process uses: scripts get their own stdin, never ours.
         let fd = unsafe { OwnedFd::from_raw_fd(LISTENSOCK_FILENO) };
         match family {
-            libc::AF_UNIX => {
+            AddressFamily::UNIX => {
                 let std = std::os::unix::net::UnixListener::from(fd);
                 std.set_nonblocking(true)?;
                 Ok(Listener::Unix {
@@ -74,12 +78,12 @@ impl Listener {
                     path: None,
                 })
             }
-            libc::AF_INET | libc::AF_INET6 => {
+            AddressFamily::INET | AddressFamily::INET6 => {
                 let std = std::net::TcpListener::from(fd);
                 std.set_nonblocking(true)?;
                 Ok(Listener::Tcp(TcpListener::from_std(std)?))
             }
-            other => bail!("fd 0 is a socket of unsupported family {other}"),
+            other => bail!("fd 0 is a socket of unsupported family {}", other.as_raw()),
         }
     }
 
@@ -189,35 +193,6 @@ fn bind_unix(path: &Path) -> anyhow::Result<Listener> {
     })
 }
 
-fn socket_family(fd: RawFd) -> io::Result<libc::c_int> {
-    // SAFETY: sockaddr_storage is plain data; zeroed is a valid value.
-    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_storage>())
-        .unwrap_or(libc::socklen_t::MAX);
-    // SAFETY: `addr` and `len` are valid for writes and sized as getsockname expects.
-    let rc = unsafe { libc::getsockname(fd, (&raw mut addr).cast(), &mut len) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(libc::c_int::from(addr.ss_family))
-}
-
-fn is_listening(fd: RawFd) -> bool {
-    let mut value: libc::c_int = 0;
-    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4);
-    // SAFETY: `value` and `len` are valid for writes and sized for an int option.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&raw mut value).cast(),
-            &mut len,
-        )
-    };
-    rc == 0 && value != 0
-}
-
 /// Accepts until `stop` leaves [`Stop::Running`]. Errors never end the loop: per-connection ones are
 /// skipped, resource ones (EMFILE and kin, which repeat while the connection waits in the
 /// backlog) pause with a growing back-off so the process neither dies nor spins.
@@ -279,7 +254,7 @@ fn is_per_connection(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
             | io::ErrorKind::WouldBlock
-    ) || e.raw_os_error() == Some(libc::EPROTO)
+    ) || e.raw_os_error() == Some(rustix::io::Errno::PROTO.raw_os_error())
 }
 
 /// Logs a complaint at most once per [`LOG_EVERY`], counting the ones left out.

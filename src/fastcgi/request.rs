@@ -24,7 +24,8 @@ use crate::engine::{Job, RequestBody};
 use crate::front_end;
 use crate::request::Request;
 use crate::response::{ResponseHead, ResponseSink, cgi_head_bytes};
-use crate::runner::{AbortHandle, ErrorOutput, Input};
+use crate::runner::{AbortHandle, Input};
+use crate::stderr_relay::StderrRelay;
 
 /// What the connection's writer sends.
 #[derive(Debug)]
@@ -187,7 +188,8 @@ fn run_job(
         }),
     };
     let stderr_used = Arc::new(AtomicBool::new(false));
-    let errors = stderr_records(id, out.clone(), Arc::clone(&stderr_used));
+    let relay = stderr_records(id, out.clone(), Arc::clone(&stderr_used));
+    let errors = relay.output();
     let mut sink = RecordSink {
         id,
         out,
@@ -206,6 +208,8 @@ fn run_job(
         .handle(&job, &mut body, &errors, abort, &mut sink);
     // The body is over whatever the engine did with it: stop queueing stdin for it.
     drop(body);
+    // A last line without `\n` goes out before the records that end the request.
+    relay.finish();
     drop(errors);
     let stderr_used = stderr_used.load(Ordering::SeqCst);
     ending.store(true, Ordering::SeqCst);
@@ -222,17 +226,19 @@ pub fn text_response(status: u16, reason: &str, text: &str) -> Bytes {
     Bytes::from(bytes)
 }
 
-/// FCGI_STDERR records, one per chunk the runner reads from the script's stderr.
-fn stderr_records(id: u16, out: mpsc::Sender<Frame>, used: Arc<AtomicBool>) -> ErrorOutput {
-    ErrorOutput::Capture(Arc::new(move |chunk: &[u8]| {
-        // An empty record would end the stream early (FastCGI 1.0 §3.3).
-        if chunk.is_empty() {
-            return;
-        }
-        used.store(true, Ordering::SeqCst);
-        let content = Bytes::copy_from_slice(chunk);
-        let _ = out.blocking_send(Frame::Record(Outgoing::Stderr { id, content }));
-    }))
+/// FCGI_STDERR records, one per line of the script's stderr, escaped and split as CGI mode logs
+/// them: nginx writes each record into its error log as it is, so a raw newline or escape
+/// sequence from a script would forge or garble lines there. No name in front: the web
+/// server's log entry already names the request.
+fn stderr_records(id: u16, out: mpsc::Sender<Frame>, used: Arc<AtomicBool>) -> Arc<StderrRelay> {
+    StderrRelay::new(
+        None,
+        Box::new(move |line: &[u8]| {
+            used.store(true, Ordering::SeqCst);
+            let content = Bytes::copy_from_slice(line);
+            let _ = out.blocking_send(Frame::Record(Outgoing::Stderr { id, content }));
+        }),
+    )
 }
 
 /// The engine's sink: CGI-format bytes (as CGI mode writes them) sent as FCGI_STDOUT.

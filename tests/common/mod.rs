@@ -343,6 +343,18 @@ impl Drop for Spawned {
     }
 }
 
+/// Makes a FIFO at `path`: what a hostile local user plants where the wrapper reads a file.
+pub fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        0,
+    )
+    .expect("mkfifo");
+}
+
 /// Processes whose command line contains `needle` (for leftover-script checks).
 pub fn processes_matching(needle: &str) -> Vec<String> {
     let out = Command::new("ps")
