@@ -19,6 +19,7 @@ pub mod front_end;
 pub mod launch;
 pub mod log;
 pub mod preconditions;
+pub mod range;
 pub mod request;
 pub mod response;
 pub mod runner;
