@@ -26,7 +26,7 @@ use crate::etag::EntityTag;
 use crate::request::{Header, MAX_HEADER_BYTES, Request};
 use crate::response::ResponseHead;
 use crate::timestamp::parse_http_date;
-use crate::validators;
+use crate::validators::{self, Validators};
 
 pub use decide::{
     IfRangeCheck, RangeDecision, Selection, Unsatisfiable, Whole, check_if_range, decide, resolve,
@@ -254,6 +254,12 @@ pub fn parse_if_range(raw: &[u8]) -> Header<IfRange> {
     }
 }
 
+/// The validators a response carries, which If-Range is compared with: the ETag of the
+/// variant actually sent and Last-Modified.
+pub fn validators_of(head: &ResponseHead) -> Validators {
+    validators::from_script_headers(head.get("ETag"), head.get("Last-Modified"))
+}
+
 /// What `respond` made of a buffered response: the decision (for the log and metrics) and
 /// the body to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,7 +286,7 @@ pub fn respond(
 ) -> Ranged {
     let decision = if head.status == 200 {
         let conditions = RangeConditions::from_request(request);
-        let current = validators::from_script_headers(head.get("ETag"), head.get("Last-Modified"));
+        let current = validators_of(head);
         let length = u64::try_from(body.len()).unwrap_or(u64::MAX);
         decide(&conditions, &request.method(), &current, length, now)
     } else {
