@@ -23,6 +23,7 @@ pub mod job;
 pub mod launch;
 pub mod log;
 pub mod preconditions;
+pub mod range;
 pub mod regular_file;
 pub mod request;
 pub mod response;

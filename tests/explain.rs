@@ -385,3 +385,150 @@ fn a_bad_sidecar_is_an_error_naming_it() {
         missing.stderr
     );
 }
+
+fn range_of(json: &Value) -> &Value {
+    &json["range"]
+}
+
+#[test]
+fn a_range_with_a_matching_if_range_would_be_served_from_a_long_enough_body() {
+    let dir = fixtures();
+    let etag = page_etag(&dir);
+    let if_range = format!("If-Range: {etag}");
+    let (text, json) = both(
+        &dir,
+        "page.cgi",
+        &["-H", "Range: bytes=0-9", "-H", &if_range],
+    );
+    assert!(
+        text.contains(
+            "If-Range matches; 206 with range 0-9 would be served if the body is at least 10 bytes"
+        ),
+        "{text}"
+    );
+    let range = range_of(&json);
+    assert_eq!(range["state"], "parsed");
+    assert_eq!(range["decision"], "ranges");
+    assert_eq!(range["status"], Value::Null);
+    assert_eq!(range["if_range"]["holds"], true);
+    assert_eq!(range["ranges"][0]["spec"], "0-9");
+    // The script runs: a Range never answers without it.
+    assert_eq!(json["decision"]["runs_script"], true);
+}
+
+#[test]
+fn if_range_compares_with_the_variant_sent_and_ranges_count_its_bytes() {
+    let dir = fixtures();
+    let etag = page_etag(&dir);
+    let gzip = ["-H", "Accept-Encoding: gzip", "-H", "Range: bytes=100-"];
+    // The identity tag names other bytes than the gzip body this client gets.
+    let identity = format!("If-Range: {etag}");
+    let (text, json) = both(&dir, "page.cgi", &[&gzip[..], &["-H", &identity]].concat());
+    assert_eq!(range_of(&json)["if_range"]["holds"], false);
+    assert_eq!(range_of(&json)["status"], 200);
+    assert!(
+        text.contains("does not match: not the current ETag"),
+        "{text}"
+    );
+    // Last-Modified, long past, is a strong validator and matches the same in every coding.
+    let date = format!("If-Range: {LAST_MODIFIED}");
+    let (text, json) = both(&dir, "page.cgi", &[&gzip[..], &["-H", &date]].concat());
+    assert_eq!(range_of(&json)["if_range"]["holds"], true);
+    assert!(
+        text.contains("counted in the bytes of the gzip-encoded body"),
+        "{text}"
+    );
+    // A weak tag never matches.
+    let (_, json) = both(
+        &dir,
+        "page.cgi",
+        &["-H", "Range: bytes=0-0", "-H", "If-Range: W/\"x\""],
+    );
+    assert_eq!(
+        range_of(&json)["if_range"]["note"],
+        "a weak entity-tag never matches"
+    );
+}
+
+#[test]
+fn a_range_set_that_does_not_parse_is_416_and_another_unit_is_ignored() {
+    let dir = fixtures();
+    let (text, json) = both(&dir, "page.cgi", &["-H", "Range: bytes=9-1"]);
+    assert_eq!(range_of(&json)["status"], 416);
+    assert_eq!(range_of(&json)["state"], "malformed");
+    assert!(
+        text.contains("416 Range Not Satisfiable with Content-Range: bytes */LENGTH"),
+        "{text}"
+    );
+
+    let (text, json) = both(&dir, "page.cgi", &["-H", "Range: items=0-9"]);
+    assert_eq!(range_of(&json)["state"], "ignored");
+    assert_eq!(range_of(&json)["status"], 200);
+    assert!(
+        text.contains("ignored: the range unit is not bytes"),
+        "{text}"
+    );
+
+    let (_, json) = both(
+        &dir,
+        "page.cgi",
+        &["--method", "HEAD", "-H", "Range: bytes=0-0"],
+    );
+    assert_eq!(range_of(&json)["decision"], "whole");
+    assert!(
+        range_of(&json)["summary"]
+            .as_str()
+            .unwrap()
+            .contains("HEAD ignores Range")
+    );
+}
+
+#[test]
+fn each_range_says_what_it_serves_and_overlapping_ones_get_the_whole_200() {
+    let dir = fixtures();
+    let (text, json) = both(&dir, "page.cgi", &["-H", "Range: bytes=0-99, 50-, -0"]);
+    let ranges = range_of(&json)["ranges"].as_array().unwrap();
+    let specs: Vec<&str> = ranges.iter().map(|r| r["spec"].as_str().unwrap()).collect();
+    assert_eq!(specs, ["0-99", "50-", "-0"]);
+    assert!(text.contains("from byte 50 to the end"), "{text}");
+    assert!(
+        text.contains("a suffix of length 0 is never satisfiable"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the whole 200 if the body is at least 100 bytes: the ranges overlap"),
+        "{text}"
+    );
+
+    let (text, _) = both(&dir, "page.cgi", &["-H", "Range: bytes=0-9,20-29"]);
+    assert!(
+        text.contains("206 multipart/byteranges with ranges 0-9, 20-29 would be served if the body is at least 30 bytes"),
+        "{text}"
+    );
+}
+
+#[test]
+fn range_is_shown_only_when_sent_and_not_applied_to_pass_through_scripts() {
+    let dir = fixtures();
+    let (text, json) = both(&dir, "page.cgi", &[]);
+    assert_eq!(json["range"], Value::Null);
+    assert!(!text.contains("Range (RFC"), "{text}");
+
+    let (_, json) = both(&dir, "plain.cgi", &["-H", "Range: bytes=0-9"]);
+    assert_eq!(range_of(&json)["decision"], "not_applied");
+
+    // A 304 comes first.
+    let etag = page_etag(&dir);
+    let inm = format!("If-None-Match: {etag}");
+    let (_, json) = both(&dir, "page.cgi", &["-H", "Range: bytes=0-9", "-H", &inm]);
+    assert_eq!(range_of(&json)["decision"], "not_reached");
+
+    // If-Range alone is ignored (RFC 9110 §13.1.5).
+    let (_, json) = both(&dir, "page.cgi", &["-H", "If-Range: \"x\""]);
+    assert!(
+        range_of(&json)["if_range"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("ignored without Range")
+    );
+}

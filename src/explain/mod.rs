@@ -7,7 +7,10 @@
 //! and the decision from `preconditions::evaluate`, exactly as a request would see them.
 
 mod conditions;
+mod range;
 mod render;
+
+pub use range::{IfRangeReport, RangeReport, SpecReport};
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -156,6 +159,8 @@ pub struct Report {
     pub conditions: Vec<ConditionReport>,
     /// The decision.
     pub decision: DecisionReport,
+    /// Range and If-Range, when either is sent.
+    pub range: Option<RangeReport>,
 }
 
 /// Prints the explanation; a script that cannot be served (missing, bad sidecar, failed
@@ -218,9 +223,16 @@ pub fn explain(options: &Options) -> anyhow::Result<Report> {
         headers: Vec::new(),
         conditions: Vec::new(),
         decision: pass_through_decision(),
+        range: None,
     };
     let Some(sidecar) = sidecar else {
         report.conditions = conditions::reports(&conditions, &request, &method, None);
+        let response = range::Response {
+            head: None,
+            coding: "identity",
+            runs_script: true,
+        };
+        report.range = range::report(&request, &method, &response, now);
         return Ok(report);
     };
     let job = Job {
@@ -298,6 +310,12 @@ pub fn explain(options: &Options) -> anyhow::Result<Report> {
         rule_id: Some(format!("{:?}", verdict.rule)),
         summary: summary.to_string(),
     };
+    let response = range::Response {
+        head: Some(&head),
+        coding: report.coding,
+        runs_script: verdict.decision == Decision::Proceed,
+    };
+    report.range = range::report(&request, &method, &response, now);
     Ok(report)
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{Report, SourceReport};
+use super::{RangeReport, Report, SourceReport};
 
 /// Renders the report for people, one section per question.
 pub fn text(report: &Report) -> String {
@@ -103,7 +103,55 @@ pub fn text(report: &Report) -> String {
     if let Some(rule) = &report.decision.rule {
         let _ = writeln!(w, "           {rule}");
     }
+    if let Some(range) = &report.range {
+        range_text(w, range);
+    }
     out
+}
+
+fn range_text(w: &mut String, range: &RangeReport) {
+    let _ = writeln!(w, "\nRange (RFC 9110 §14, §13.1.5)");
+    let shown =
+        |raw: &Option<String>, state: &str, value: Option<&String>, note: Option<&String>| {
+            let Some(raw) = raw else {
+                return "absent".to_string();
+            };
+            let mut shown = format!("{raw}  → {state}");
+            if let Some(value) = value.filter(|v| *v != raw) {
+                let _ = write!(shown, " as {value}");
+            }
+            if let Some(note) = note {
+                let _ = write!(shown, ": {note}");
+            }
+            shown
+        };
+    let _ = writeln!(
+        w,
+        "  {:<20} {}",
+        "Range",
+        shown(&range.raw, range.state, None, range.note.as_ref())
+    );
+    for spec in &range.ranges {
+        let _ = writeln!(w, "    {:<18} {}", spec.spec, spec.serves);
+    }
+    let if_range = &range.if_range;
+    let state = match if_range.holds {
+        Some(true) => "matches",
+        Some(false) => "does not match",
+        None => if_range.state,
+    };
+    let _ = writeln!(
+        w,
+        "  {:<20} {}",
+        "If-Range",
+        shown(
+            &if_range.raw,
+            state,
+            if_range.value.as_ref(),
+            if_range.note.as_ref()
+        )
+    );
+    let _ = writeln!(w, "  → {}", range.summary);
 }
 
 fn source_label(source: &SourceReport) -> String {
