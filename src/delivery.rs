@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::io::{self, Write};
+use std::time::SystemTime;
 
 use crate::backend::{AbortHandle, Ended, ErrorOutput, RunError, ScriptRun};
 use crate::cgi_head::{self, HeadParse};
@@ -10,6 +11,7 @@ use crate::encoding::{self, BodyEncoder, Coding};
 use crate::failure::Failure;
 use crate::job::{Outcome, RequestBody};
 use crate::launch::Plan;
+use crate::range;
 use crate::request::{Method, Request};
 use crate::response::{BodyWriter, ResponseHead, ResponseSink};
 
@@ -112,10 +114,13 @@ pub(crate) fn finish_silently(mut output: Output, plan: &Plan) -> Result<(), Fai
 }
 
 /// Sends the head and body: whole with a Content-Length when buffered, streamed otherwise.
+/// With `ranges` (a declared script), a buffered body answers Range and If-Range (RFC 9110
+/// §14) in the bytes of its coding.
 pub(crate) fn send(
     mut output: Output,
     coding: Coding,
     method: &Method,
+    ranges: bool,
     ex: &mut Exchange<'_>,
 ) -> Result<Outcome, Failure> {
     let head = &mut output.head;
@@ -136,8 +141,10 @@ pub(crate) fn send(
         }
     }
     if output.complete || bodiless {
-        let body = encoding::encode_all(coding, &output.buffered)?;
-        if !bodiless {
+        let mut body = encoding::encode_all(coding, &output.buffered)?;
+        if ranges && !bodiless {
+            body = range::respond(ex.request, SystemTime::now(), head, body).body;
+        } else if !bodiless {
             head.remove(&["Content-Length"]);
             head.push("Content-Length", body.len().to_string());
         }
@@ -148,7 +155,7 @@ pub(crate) fn send(
             progress.body_bytes = body.len() as u64;
         }
         ex.sink.finish()?;
-        return Ok(ran(status, progress.body_bytes, true));
+        return Ok(ran(head.status, progress.body_bytes, true));
     }
     // A script's own Content-Length goes out only when it is one valid length, and then the
     // body is held to it.

@@ -220,7 +220,7 @@ fn declared(plan: &Plan, sidecar: &Sidecar, ex: &mut Exchange<'_>) -> Result<Out
         }
         representation.apply(&mut output.head, coding_used, SystemTime::now());
     }
-    send(output, coding_used, &method, ex)
+    send(output, coding_used, &method, true, ex)
 }
 
 impl Representation {
@@ -327,11 +327,11 @@ fn pass_through(plan: &Plan, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> 
     // RFC 9110 §13.1.1: If-Match on output without an ETag is false (unless `*`), so it is
     // evaluated even then.
     if !applies || !(preconditions::has_validators(&own) || conditions.if_match.is_sent()) {
-        return send(output, Coding::Identity, &method, ex);
+        return send(output, Coding::Identity, &method, false, ex);
     }
     let verdict = preconditions::evaluate(&conditions, &own, &method);
     let Some(status) = verdict.decision.status() else {
-        return send(output, Coding::Identity, &method, ex);
+        return send(output, Coding::Identity, &method, false, ex);
     };
     let mut head = ResponseHead::new(status);
     head.headers = output

@@ -1,7 +1,6 @@
 //! Range and If-Range (RFC 9110 §14, §13.1.5) through the real parts: the binary in CGI mode,
 //! `serve` driven by curl and Python's http.client, and nginx in front of the FastCGI
-//! responder. The tests that need the engine to call `range::respond` are marked ignored
-//! until it does; the multipart format is checked against Python's parser already.
+//! responder; the multipart format is also checked against Python's MIME parser.
 
 mod common;
 mod fastcgi_support;
@@ -86,7 +85,7 @@ fn assert_whole(response: &Response, length: usize) {
 }
 
 #[test]
-#[ignore = "needs the engine integration"]
+
 fn cgi_one_range_is_206_with_content_range() {
     let (_dir, www) = site("range-one");
     for (range, first, last) in [
@@ -114,7 +113,7 @@ fn cgi_one_range_is_206_with_content_range() {
 }
 
 #[test]
-#[ignore = "needs the engine integration"]
+
 fn cgi_several_ranges_are_multipart_byteranges() {
     let (_dir, www) = site("range-multi");
     let r = cgi(&www, "file.cgi")
@@ -137,7 +136,7 @@ fn cgi_several_ranges_are_multipart_byteranges() {
 }
 
 #[test]
-#[ignore = "needs the engine integration"]
+
 fn cgi_unsatisfiable_or_unparseable_ranges_are_416_with_the_length() {
     let (_dir, www) = site("range-416");
     for range in ["bytes=1000-", "bytes=-0", "bytes=9-1", "bytes=--1"] {
@@ -154,7 +153,7 @@ fn cgi_unsatisfiable_or_unparseable_ranges_are_416_with_the_length() {
 }
 
 #[test]
-#[ignore = "needs the engine integration"]
+
 fn cgi_ignored_overlapping_and_non_get_ranges_get_the_whole_200() {
     let (_dir, www) = site("range-whole");
     for range in ["items=0-9", "0-9", "bytes=", "bytes=0-9,5-15"] {
@@ -183,7 +182,7 @@ fn cgi_ignored_overlapping_and_non_get_ranges_get_the_whole_200() {
 }
 
 #[test]
-#[ignore = "needs the engine integration"]
+
 fn cgi_if_range_with_the_current_etag_or_date_serves_the_range_otherwise_the_whole_200() {
     let (_dir, www) = site("range-if");
     let etag = etag_of(&www, "file.cgi");
@@ -206,7 +205,7 @@ fn cgi_if_range_with_the_current_etag_or_date_serves_the_range_otherwise_the_who
 }
 
 #[test]
-#[ignore = "needs the engine integration"]
+
 fn cgi_gzip_variant_ranges_count_in_the_coded_bytes() {
     let (_dir, www) = site("range-gzip");
     let gzip = |range: Option<&str>, if_range: Option<&str>| {
@@ -238,7 +237,7 @@ fn cgi_gzip_variant_ranges_count_in_the_coded_bytes() {
 }
 
 #[test]
-#[ignore = "needs the engine integration"]
+
 fn cgi_streamed_and_pass_through_bodies_ignore_range() {
     let (_dir, www) = site("range-stream");
     let big = cgi(&www, "big.cgi").header("RANGE", "bytes=0-9").run();
@@ -297,7 +296,7 @@ fn curl(args: &[&str]) -> String {
 }
 
 #[test]
-#[ignore = "needs the engine integration"]
+
 fn serve_answers_curl_range_and_curl_resumes_a_download() {
     let Some(_) = require("curl") else { return };
     let (dir, www) = site("range-curl");
@@ -331,7 +330,7 @@ fn serve_answers_curl_range_and_curl_resumes_a_download() {
 }
 
 #[test]
-#[ignore = "needs the engine integration"]
+
 fn serve_multipart_reads_with_python_http_client() {
     let Some(python) = require("python3") else {
         return;
@@ -361,7 +360,7 @@ fn serve_multipart_reads_with_python_http_client() {
 }
 
 #[test]
-#[ignore = "needs the engine integration"]
+
 fn nginx_passes_the_responders_ranges_through() {
     let (dir, www) = site("range-nginx");
     let socket = dir.join("hc.sock");
