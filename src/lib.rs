@@ -8,6 +8,7 @@
 pub mod cache_policy;
 pub mod cgi;
 pub mod cgi_head;
+pub mod cli;
 pub mod delivery;
 pub mod encoding;
 pub mod engine;
