@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cache_policy;
 pub mod cgi;
 pub mod cgi_head;
+pub mod cli;
 pub mod delivery;
 pub mod encoding;
 pub mod engine;
