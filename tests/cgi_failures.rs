@@ -429,3 +429,59 @@ fn a_script_whose_name_holds_a_newline_or_escape_cannot_forge_a_log_line() {
     );
     assert!(!r.stderr.contains('\x1b') && !r.stderr.contains('\r'));
 }
+
+/// A FastCGI application that answers every request with FCGI_END_REQUEST carrying
+/// `protocol_status`, after `stdout` (as FCGI_STDOUT records) when given.
+fn fake_upstream(dir: &TempDir, protocol_status: u8, stdout: &'static [u8]) -> String {
+    use std::io::{Read, Write};
+    let socket = dir.join("app.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut stream) = stream else { return };
+            // Read until the empty FCGI_STDIN record (type 5, length 0) arrives.
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen
+                .windows(8)
+                .any(|w| w[1] == 5 && w[4] == 0 && w[5] == 0 && w[0] == 1)
+            {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let mut out = Vec::new();
+            if !stdout.is_empty() {
+                let len = u16::try_from(stdout.len()).unwrap().to_be_bytes();
+                out.extend_from_slice(&[1, 6, 0, 1, len[0], len[1], 0, 0]);
+                out.extend_from_slice(stdout);
+                out.extend_from_slice(&[1, 6, 0, 1, 0, 0, 0, 0]);
+            }
+            out.extend_from_slice(&[1, 3, 0, 1, 0, 8, 0, 0, 0, 0, 0, 0, protocol_status, 0, 0, 0]);
+            let _ = stream.write_all(&out);
+        }
+    });
+    format!("unix:{}", socket.display())
+}
+
+#[test]
+fn an_overloaded_upstream_is_503_and_a_malformed_one_502() {
+    let dir = TempDir::new("upstream-refused");
+    let page = dir.write("page.php", "<?php echo 1;", false);
+    dir.sidecar("page.php", "{}");
+    // FCGI_OVERLOADED (2) and FCGI_CANT_MPX_CONN (1): the application refused the request.
+    for status in [2u8, 1] {
+        let app = TempDir::new("upstream-refused");
+        let upstream = fake_upstream(&app, status, b"");
+        let r = Cgi::new(&page).env("CONDITIONAL_UPSTREAM", upstream).run();
+        assert_eq!(r.status, 503, "protocol status {status}: {}", r.text());
+    }
+    // A complete request whose output is no CGI response: 502.
+    let upstream = fake_upstream(&dir, 0, b"no headers here");
+    let r = Cgi::new(&page).env("CONDITIONAL_UPSTREAM", upstream).run();
+    assert_eq!(r.status, 502, "{}", r.text());
+    // An upstream address that is neither unix:/path nor HOST:PORT: 500.
+    let r = Cgi::new(&page).env("CONDITIONAL_UPSTREAM", "nowhere").run();
+    assert_eq!(r.status, 500, "{}", r.text());
+}

@@ -1,6 +1,7 @@
 //! Real php-fpm behind the responder behind real nginx, with nginx-conf/http-conditional-php-fpm.conf
 //! as shipped: 304 and 412 without contacting php-fpm, everything else forwarded to the pool.
 
+mod apache_support;
 mod common;
 mod fastcgi_support;
 
@@ -422,4 +423,110 @@ fn a_client_leaving_a_slow_page_aborts_its_php_fpm_request() {
     assert!(stopped, "the page kept running: {} lines", lines());
     assert!(lines() < 400, "the page ran to its end");
     assert!(site.www.exists());
+}
+
+#[test]
+fn apache_mod_proxy_fcgi_through_the_responder_to_php_fpm_as_shipped() {
+    use apache_support::{Apache, Listen, Mpm, PHP_FPM_SOCKET, Responder as ApacheResponder};
+    let Some(apache) = Apache::start("php-fpm", Mpm::EventCgid, &["php-fpm.conf"], "") else {
+        return;
+    };
+    let Some(fpm) = PhpFpm::start_at(
+        &apache.path("fpm"),
+        &apache.path(PHP_FPM_SOCKET.1),
+        Pool::default(),
+    ) else {
+        return;
+    };
+    apache.write("fcgi/data.txt", "one\n", false);
+    apache.write(
+        "fcgi/page.php",
+        "<?php header('Content-Type: text/plain'); echo 'data: ', \
+         file_get_contents(__DIR__ . '/data.txt');\n",
+        false,
+    );
+    apache.write(
+        "fcgi/page.php.conditional.json",
+        r#"{"depends_on": ["data.txt"]}"#,
+        false,
+    );
+    let _responder = ApacheResponder::start(&apache, Listen::Path);
+    let first = apache.get("/fcgi/page.php");
+    assert_eq!(
+        first.status,
+        200,
+        "{}\n{}",
+        first.text(),
+        apache.error_log()
+    );
+    assert_eq!(first.text(), "data: one\n");
+    let etag = first.etag();
+    let again = apache
+        .send(&apache_support::Req::new("GET", "/fcgi/page.php").header("If-None-Match", &etag));
+    assert_eq!(again.status, 304);
+    assert_eq!(fpm.wait_requests(1).len(), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(fpm.requests().len(), 1, "the 304 never reached php-fpm");
+}
+
+#[test]
+fn cgi_mode_forwards_to_conditional_upstream_on_one_connection() {
+    let dir = TempDir::new("fpm-cgi");
+    let Some(fpm) = PhpFpm::start(&dir.join("fpm"), Pool::default()) else {
+        return;
+    };
+    let page = dir.write(
+        "page.php",
+        "<?php header('Content-Type: text/plain'); echo 'method: ', $_SERVER['REQUEST_METHOD'], \
+         ' body: ', file_get_contents('php://input');\n",
+        false,
+    );
+    dir.sidecar("page.php", "{}");
+    let upstream = format!("unix:{}", fpm.socket.display());
+    let first = common::Cgi::new(&page)
+        .env("CONDITIONAL_UPSTREAM", &upstream)
+        .method("POST")
+        .body("a=1")
+        .run();
+    assert_eq!(first.status, 200, "{}", fpm.error_log());
+    assert_eq!(first.text(), "method: POST body: a=1");
+    let get = common::Cgi::new(&page)
+        .env("CONDITIONAL_UPSTREAM", &upstream)
+        .run();
+    let etag = get.header("ETag").unwrap().to_string();
+    let cached = common::Cgi::new(&page)
+        .env("CONDITIONAL_UPSTREAM", &upstream)
+        .header("IF_NONE_MATCH", &etag)
+        .run();
+    assert_eq!(cached.status, 304);
+    assert_eq!(
+        fpm.wait_requests(2).len(),
+        2,
+        "the 304 never reached php-fpm"
+    );
+    // Unreachable: a 502 naming no address.
+    let down = common::Cgi::new(&page)
+        .env(
+            "CONDITIONAL_UPSTREAM",
+            format!("unix:{}", dir.join("none.sock").display()),
+        )
+        .run();
+    assert_eq!(down.status, 502);
+    assert!(!down.text().contains("none.sock"), "{}", down.text());
+}
+
+#[test]
+fn a_php_fpm_page_past_its_timeout_is_a_504() {
+    let Some(site) = Site::start("fpm-timeout", Pool::default(), &[]) else {
+        return;
+    };
+    site.dir
+        .write("www/sleepy.php", "<?php sleep(5); echo 'late';\n", false);
+    site.dir.sidecar("www/sleepy.php", r#"{"timeout": 1}"#);
+    let started = Instant::now();
+    let reply = site.get("/sleepy.php", &[]);
+    assert_eq!(reply.status, 504, "{}", site.logs());
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // The pool still answers afterwards.
+    assert_eq!(site.get("/page.php", &[]).status, 200);
 }

@@ -38,6 +38,9 @@ const SOCKET: (&str, &str) = (
     "fcgi-run/http-conditional.sock",
 );
 
+/// php-fpm's socket in `php-fpm.conf`, and where the tests' php-fpm listens.
+pub const PHP_FPM_SOCKET: (&str, &str) = ("/run/php/php8.2-fpm.sock", "fcgi-run/php-fpm.sock");
+
 /// The multi-processing module and the CGI module that goes with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mpm {
@@ -211,7 +214,7 @@ fn root_str(root: &Path) -> String {
 /// The shipped snippet with its deployment paths pointed into the temp ServerRoot.
 fn substitute_paths(text: &str, root: &Path) -> String {
     let mut out = text.to_string();
-    for (from, to) in FOLDERS.into_iter().chain([SOCKET]) {
+    for (from, to) in FOLDERS.into_iter().chain([SOCKET, PHP_FPM_SOCKET]) {
         out = out.replace(from, &root_str(&root.join(to)));
     }
     out

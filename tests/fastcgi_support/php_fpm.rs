@@ -45,9 +45,14 @@ impl PhpFpm {
     /// Starts php-fpm with its files in `dir`; `None` (a skip) when it is not installed, a
     /// panic under CI=true.
     pub fn start(dir: &Path, pool: Pool) -> Option<PhpFpm> {
+        PhpFpm::start_at(dir, &dir.join("fpm.sock"), pool)
+    }
+
+    /// As [`PhpFpm::start`], listening on `socket`.
+    pub fn start_at(dir: &Path, socket: &Path, pool: Pool) -> Option<PhpFpm> {
         let binary = common::require(PHP_FPM)?;
         std::fs::create_dir_all(dir).unwrap();
-        let socket = dir.join("fpm.sock");
+        let socket = socket.to_path_buf();
         let conf = dir.join("fpm.conf");
         std::fs::write(
             &conf,
