@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# nginx → http-conditional → php-fpm against nginx → php-fpm direct, side by side in one run,
+# with wrk on 127.0.0.1:
+#   (a) a templated PHP page of about 20 KB, declared by a sidecar: its 200 through the
+#       responder (shipped nginx-conf/http-conditional-php-fpm.conf) and straight from php-fpm;
+#   (b) its 304 from the responder, without php-fpm;
+#   (c) php-fpm running the original library's 304 (bench/original/conditional.php): trivial;
+#   (d) a page that must do its set-up (includes, a JSON config, an SQLite query, a template)
+#       before the original library can answer its own 304, as real pages do;
+# and the responder's RSS before and after at least 100k requests.
+# Prints a markdown section. DURATION (default 5s), CONNECTIONS (default 16).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+duration=${DURATION:-5s}
+connections=${CONNECTIONS:-16}
+source bench/lib.sh
+bench_need nginx:nginx php-fpm8.2:php-fpm wrk:wrk curl:curl python3:python3
+php -m 2>/dev/null | grep -qi pdo_sqlite || bench_need php-sqlite-missing:php8.2-sqlite3
+
+cargo build --release --quiet
+bin=${CARGO_TARGET_DIR:-$repo/target}/release/http-conditional
+
+work=$(mktemp -d /tmp/hc-bench-fpm.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work"/{www/inc,nginx/tmp,run}
+start() { setsid "$@" & pids+=($!); }
+
+# (a) the templated page and the data it depends on.
+cat > "$work/www/data.json" <<'EOF'
+{"title": "News", "items": []}
+EOF
+python3 - "$work/www/data.json" <<'EOF'
+import json, sys
+items = [{"title": f"Item {i}", "body": "The same twenty kilobytes, rendered from a template."} for i in range(200)]
+json.dump({"title": "News", "items": items}, open(sys.argv[1], "w"))
+EOF
+cat > "$work/www/page.php" <<'EOF'
+<?php
+$data = json_decode(file_get_contents(__DIR__ . '/data.json'), true);
+header('Content-Type: text/html; charset=utf-8');
+echo "<!DOCTYPE html>\n<title>", htmlspecialchars($data['title']), "</title>\n<ul>\n";
+foreach ($data['items'] as $item) {
+    printf("<li><b>%s</b> %s</li>\n", htmlspecialchars($item['title']), htmlspecialchars($item['body']));
+}
+echo "</ul>\n";
+EOF
+echo '{"depends_on": ["data.json"], "cache_seconds": 0}' > "$work/www/page.php.conditional.json"
+# (c) the original library under php-fpm.
+cp bench/original/conditional.php "$work/www/original.php"
+# (d) a page with set-up before its own 304.
+for i in 1 2 3 4 5 6; do
+  printf '<?php\nfunction helper%s($s) { return strtoupper(substr($s, 0, 1)) . substr($s, 1); }\n' "$i" > "$work/www/inc/lib$i.php"
+done
+python3 - "$work/www/site.db" <<'EOF'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("create table items(id integer primary key, title text, modified integer)")
+db.executemany("insert into items(title, modified) values (?, ?)", [(f"item {i}", 1700000000 + i) for i in range(500)])
+db.commit()
+EOF
+{
+  echo '<?php'
+  echo 'for ($i = 1; $i <= 6; $i++) { require __DIR__ . "/inc/lib$i.php"; }'
+  echo '$config = json_decode(file_get_contents(__DIR__ . "/data.json"), true);'
+  echo '$db = new PDO("sqlite:" . __DIR__ . "/site.db");'
+  echo '$last = (int) $db->query("SELECT max(modified) FROM items")->fetchColumn();'
+  sed -n '/^function httpConditional/,/^}/p' bench/original/conditional.php
+  echo 'httpConditional($last);'
+  echo 'header("Content-Type: text/html; charset=utf-8");'
+  echo 'foreach ($db->query("SELECT title FROM items LIMIT 200") as $row) { echo "<p>", helper1($row["title"]), "</p>\n"; }'
+} > "$work/www/heavy.php"
+touch -d @1700000000 "$work/www/"*.php
+
+# php-fpm: Debian's php.ini (opcache on), a pool of our own on a unix socket.
+cat > "$work/run/fpm.conf" <<EOF
+[global]
+pid = $work/run/fpm.pid
+error_log = $work/run/fpm-error.log
+daemonize = no
+[bench]
+user = $( [ "$(id -u)" = 0 ] && echo root || id -un )
+listen = $work/run/fpm.sock
+listen.mode = 0666
+pm = static
+pm.max_children = 4
+pm.max_requests = 0
+EOF
+start php-fpm8.2 -F -R -y "$work/run/fpm.conf"
+start "$bin" fastcgi --root "$work/www" --listen "unix:$work/run/hc.sock"
+hc_pid=${pids[-1]}
+for sock in fpm hc; do
+  for _ in $(seq 100); do [ -S "$work/run/$sock.sock" ] && break; sleep 0.05; done
+done
+
+port_of() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+ours_port=$(port_of)
+direct_port=$(port_of)
+cp nginx-conf/http-conditional-params.conf "$work/nginx/params.conf"
+sed -e "s#/etc/nginx/snippets/http-conditional-params.conf#$work/nginx/params.conf#" \
+    -e "s#/run/http-conditional/http-conditional.sock#$work/run/hc.sock#" \
+    -e "s#unix:/run/php/php8.2-fpm.sock#unix:$work/run/fpm.sock#" \
+    -e "s#root /srv/www;#root $work/www;#" \
+    -e "s#listen 80;#listen 127.0.0.1:$ours_port;#" \
+    nginx-conf/http-conditional-php-fpm.conf > "$work/nginx/ours.conf"
+user_line=
+if [ "$(id -u)" = 0 ]; then user_line='user root;'; fi
+cat > "$work/nginx/nginx.conf" <<EOF
+$user_line
+worker_processes auto;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/tmp/body;
+    fastcgi_temp_path $work/nginx/tmp/fastcgi;
+    proxy_temp_path $work/nginx/tmp/proxy;
+    uwsgi_temp_path $work/nginx/tmp/uwsgi;
+    scgi_temp_path $work/nginx/tmp/scgi;
+    include $work/nginx/ours.conf;
+    upstream fpm_direct { server unix:$work/run/fpm.sock; }
+    server {
+        listen 127.0.0.1:$direct_port;
+        root $work/www;
+        location ~ \.php$ { fastcgi_pass fpm_direct; include $work/nginx/params.conf; }
+    }
+}
+EOF
+start nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" \
+  -g "daemon off; pid $work/nginx/nginx.pid; error_log $work/nginx/error.log;"
+ours=http://127.0.0.1:$ours_port
+direct=http://127.0.0.1:$direct_port
+for _ in $(seq 100); do curl -s -o /dev/null "$direct/page.php" && break; sleep 0.1; done
+
+fail() { echo "bench/php-fpm.sh: $*" >&2; cat "$work/nginx/error.log" "$work/run/fpm-error.log" >&2; exit 1; }
+etag_of() { curl -s -D - -o /dev/null "$1" | tr -d '\r' | sed -n 's/^[Ee][Tt]ag: //p'; }
+status_of() { curl -s -o /dev/null -w '%{http_code}' "${@:2}" "$1"; }
+[ "$(curl -s "$ours/page.php")" = "$(curl -s "$direct/page.php")" ] || fail "the page differs through the responder"
+size=$(curl -s "$direct/page.php" | wc -c)
+[ "$size" -ge 15000 ] || fail "the page is only $size bytes"
+page_tag=$(etag_of "$ours/page.php")
+[ "$(status_of "$ours/page.php" -H "If-None-Match: $page_tag")" = 304 ] || fail "no 304 from the responder"
+orig_tag=$(etag_of "$direct/original.php")
+[ "$(status_of "$direct/original.php" -H "If-None-Match: $orig_tag")" = 304 ] || fail "no 304 from the original library"
+heavy_tag=$(etag_of "$direct/heavy.php")
+[ "$(status_of "$direct/heavy.php" -H "If-None-Match: $heavy_tag")" = 304 ] || fail "no 304 from the heavy page"
+
+rss() { sed -n "s/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$hc_pid/status"; }
+served=0
+errors_seen=
+rps() {
+  local label=$1 out errors total
+  shift
+  out=$(wrk -t2 -c"$connections" -d"$duration" "$@")
+  errors=$(echo "$out" | sed -n 's/^ *\(Non-2xx or 3xx responses: [0-9]*\|Socket errors:.*\)$/\1/p' | tr '\n' ' ')
+  if [ -n "$errors" ]; then errors_seen="$errors_seen ($label) $errors;"; fi
+  total=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
+  case "$*" in *"$ours"*) served=$((served + total)) ;; esac
+  RPS=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
+  sleep 1
+}
+rss_start=$(rss)
+wrk -t2 -c"$connections" -d1s "$ours/page.php" >/dev/null
+wrk -t2 -c"$connections" -d1s "$direct/page.php" >/dev/null
+echo "bench/php-fpm.sh: running, about $((6 * ${duration%s} + 20)) s" >&2
+rps direct200 "$direct/page.php"; direct200=$RPS
+rps ours200 "$ours/page.php"; ours200=$RPS
+rps ours304 -H "If-None-Match: $page_tag" "$ours/page.php"; ours304=$RPS
+rps orig304 -H "If-None-Match: $orig_tag" "$direct/original.php"; orig304=$RPS
+rps heavy304 -H "If-None-Match: $heavy_tag" "$direct/heavy.php"; heavy304=$RPS
+rps direct200b "$direct/page.php"; direct200b=$RPS
+while [ "$served" -lt 100000 ]; do rps ours304 -H "If-None-Match: $page_tag" "$ours/page.php"; done
+rss_end=$(rss)
+kill -0 "$hc_pid" || fail "the responder died"
+
+r200=$(ratio "$ours200" "$direct200")
+r200b=$(ratio "$ours200" "$direct200b")
+r304=$(ratio "$ours304" "$orig304")
+rheavy=$(ratio "$ours304" "$heavy304")
+mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:.1f}')" "$1"; }
+cat <<EOF
+## nginx → http-conditional → php-fpm (bench/php-fpm.sh)
+
+wrk, $connections connections, $duration per case, 127.0.0.1, $(nproc) cores; php-fpm $(php-fpm8.2 -v | head -1 | cut -d' ' -f2) (Debian's php.ini, opcache $(php -r 'echo function_exists("opcache_get_status") ? "loaded" : "absent";')), a static pool of 4.
+The page is $size bytes of HTML rendered by PHP from a JSON file it depends on.
+
+| Case | req/s |
+|------|------:|
+| nginx → php-fpm direct, the page's 200 | $direct200 |
+| nginx → http-conditional → php-fpm, the page's 200 | $ours200 |
+| nginx → php-fpm direct, the page's 200 (again, after the others) | $direct200b |
+| nginx → http-conditional, the page's declared 304 (php-fpm not contacted) | $ours304 |
+| nginx → php-fpm, the original library's 304 (a trivial page) | $orig304 |
+| nginx → php-fpm, a page's own 304 after its set-up (includes, config, SQLite, then the library) | $heavy304 |
+
+| Ratio | Value | Target |
+|-------|------:|--------|
+| our 200 / php-fpm direct 200 | $r200 (and $r200b against the second run) | ≥ 0.85 ($(verdict "$r200" 0.85)) |
+| our 304 / the original library's 304 in php-fpm | $r304 | ≥ 1.5 ($(verdict "$r304" 1.5)) |
+| our 304 / a set-up page's own 304 in php-fpm | $rheavy | |
+
+Responder RSS: $(mib "$rss_start") MiB at start, $(mib "$rss_end") MiB after $served requests through it.
+wrk errors: ${errors_seen:-none}.
+EOF
