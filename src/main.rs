@@ -61,6 +61,8 @@ enum Command {
         /// Seconds a script may run before 504 (the sidecar's `timeout` wins).
         #[arg(long)]
         timeout: Option<f64>,
+        #[command(flatten)]
+        limits: serve::Limits,
     },
     /// Show the validators, conditions and decision for a script, without running its body.
     Explain {
@@ -126,10 +128,12 @@ fn main() -> ExitCode {
             root,
             listen,
             timeout,
+            limits,
         }) => serve::run(serve::Options {
             root,
             listen,
             timeout,
+            limits,
         }),
         Some(Command::Explain {
             script,
