@@ -1009,3 +1009,39 @@ fn only_final_statuses_leave_the_server() {
     assert_eq!(raw_status(server.port, "/odd.cgi"), 502);
     assert_eq!(raw_status(server.port, "/page.cgi"), 200);
 }
+
+#[test]
+fn a_connection_cap_past_the_descriptor_limit_is_lowered_at_start_up() {
+    let dir = TempDir::new("serve-nofile");
+    dir.write(
+        "root/hello.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nhello\\n'\n",
+        true,
+    );
+    let log = dir.join("serve.log");
+    let port = free_port();
+    // A hard limit of 4096 descriptors cannot hold 100 000 connections.
+    let child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("ulimit -n 4096 && exec \"$0\" serve --root \"$1\" --listen \"$2\" --max-connections 100000")
+        .arg(bin())
+        .arg(dir.join("root"))
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _process = Spawned::new(child);
+    assert!(wait_for_port(
+        ([127, 0, 0, 1], port).into(),
+        Duration::from_secs(10)
+    ));
+    assert_eq!(raw_status(port, "/hello.cgi"), 200);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("the descriptor limit (4096) allows")
+            && text.contains("not --max-connections 100000"),
+        "{text}"
+    );
+}

@@ -75,3 +75,49 @@ impl Admission {
         }
     }
 }
+
+/// Descriptors a connection may hold: its socket, and the temp file of an upload past
+/// memory.
+const DESCRIPTORS_PER_CONNECTION: u64 = 2;
+/// Descriptors a running script holds on our side: stdin, stdout and stderr pipes, its pidfd,
+/// and slack for an upstream connection.
+const DESCRIPTORS_PER_SCRIPT: u64 = 8;
+/// The listener, the runtime's own, stdio, and headroom.
+const DESCRIPTORS_BASE: u64 = 64;
+
+/// The connection cap that fits the descriptor limit (`ulimit -n`), so the cap is reached
+/// before the descriptors run out: raises the soft limit toward the hard one when the cap
+/// needs it (as nginx's `worker_rlimit_nofile`), and lowers the cap, saying so, when even the
+/// hard limit is too small.
+pub fn fit_to_descriptors(cap: usize, scripts: usize) -> usize {
+    let reserve = DESCRIPTORS_BASE + DESCRIPTORS_PER_SCRIPT * scripts as u64;
+    let needed = reserve + DESCRIPTORS_PER_CONNECTION * cap as u64;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read or write the one struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return cap;
+    }
+    if limit.rlim_cur < needed {
+        let raised = libc::rlimit {
+            rlim_cur: needed.min(limit.rlim_max),
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = raised.rlim_cur;
+        }
+    }
+    let fits = limit.rlim_cur.saturating_sub(reserve) / DESCRIPTORS_PER_CONNECTION;
+    if fits >= cap as u64 {
+        return cap;
+    }
+    let fits = usize::try_from(fits).unwrap_or(cap).max(1);
+    log(format_args!(
+        "the descriptor limit ({}) allows {fits} connections, not --max-connections {cap}; using {fits}",
+        limit.rlim_cur
+    ));
+    fits
+}

@@ -14,6 +14,7 @@
 mod admission;
 mod bridge;
 pub mod host;
+mod limits;
 pub mod route;
 pub mod upload;
 
@@ -46,20 +47,15 @@ use crate::slots::Slots;
 use admission::Admission;
 use bridge::{AbortOnDrop, ResponseBody};
 use host::Target;
-use upload::{BodyLimits, Upload, UploadError};
+use limits::Enforced;
+pub use limits::Limits;
+use upload::{Upload, UploadError};
 
 /// Requests in flight get this long to finish after Ctrl-C or SIGTERM; then their scripts are
 /// killed (they run in their own process groups and would otherwise outlive the server).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// The request line and headers, in bytes; past it, 431 (RFC 6585 §5) before any script.
-/// Every header becomes one environment string of the script, and Linux refuses an execve
-/// (E2BIG) with any one string over MAX_ARG_STRLEN (128 KiB) or all of them over a quarter of
-/// the stack limit (2 MiB by default). 64 KiB of head keeps every variable, a repeated header
-/// joined into one included, under the first and the whole environment far under the second;
-/// nginx (4 × 8 KiB) and Apache (100 × 8 KiB) allow less or about as much.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long a request waits for a free script slot before 503 (as the FastCGI mode).
 const SLOT_WAIT: Duration = Duration::from_secs(10);
 /// Response headers that belong to one connection, which hyper manages (RFC 9110 §7.6.1).
@@ -86,77 +82,6 @@ pub struct Options {
     pub limits: Limits,
 }
 
-/// What one client may hold, as the web server in front of a CGI would limit it
-/// (`http-conditional serve` flags).
-#[derive(Debug, Clone, clap::Args)]
-pub struct Limits {
-    /// Connections open at once; past it new ones are closed at once (nginx
-    /// `worker_connections`). Keep it under the descriptor limit (`ulimit -n`).
-    #[arg(long, value_name = "N", default_value_t = 512)]
-    pub max_connections: usize,
-    /// Seconds a client has to send a request head, and an idle kept-alive connection stays
-    /// open (nginx `client_header_timeout`).
-    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
-    pub header_timeout: f64,
-    /// Seconds a client may send nothing in the middle of its request body before 408 (nginx
-    /// `client_body_timeout`).
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
-    pub body_timeout: f64,
-    /// Largest request body, in bytes or with a k, m or g suffix; past it, 413 (nginx
-    /// `client_max_body_size`). Bodies over 64 KiB wait in a temp file under TMPDIR.
-    #[arg(long, value_name = "SIZE", default_value = "100m", value_parser = parse_size)]
-    pub max_body_size: u64,
-}
-
-/// `--max-body-size`: bytes, or a number with a `k`, `m` or `g` suffix (binary multiples, as
-/// nginx reads sizes).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let lower = text.trim().to_ascii_lowercase();
-    let (digits, shift) = match lower.as_bytes().last() {
-        Some(b'k') => (&lower[..lower.len() - 1], 10),
-        Some(b'm') => (&lower[..lower.len() - 1], 20),
-        Some(b'g') => (&lower[..lower.len() - 1], 30),
-        _ => (lower.as_str(), 0),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
-        .ok_or_else(|| format!("{text:?} is not a size (bytes, or a number with k, m or g)"))
-}
-
-/// Limits checked once at start-up.
-struct Checked {
-    max_connections: usize,
-    header_timeout: Duration,
-    body: BodyLimits,
-}
-
-impl Limits {
-    fn check(&self) -> anyhow::Result<Checked> {
-        let seconds = |flag: &str, value: f64| {
-            Duration::try_from_secs_f64(value)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    anyhow::anyhow!("--{flag} {value} must be a positive number of seconds")
-                })
-        };
-        anyhow::ensure!(
-            self.max_connections > 0,
-            "--max-connections must be at least 1"
-        );
-        Ok(Checked {
-            max_connections: self.max_connections,
-            header_timeout: seconds("header-timeout", self.header_timeout)?,
-            body: BodyLimits {
-                max_size: self.max_body_size,
-                read_timeout: seconds("body-timeout", self.body_timeout)?,
-            },
-        })
-    }
-}
-
 /// What every request shares.
 struct State {
     engine: Engine,
@@ -164,7 +89,7 @@ struct State {
     root: PathBuf,
     timeout: Option<Duration>,
     base_env: Vec<(String, String)>,
-    limits: Checked,
+    limits: Enforced,
     /// Scripts that may be running, killed if still running when the server stops.
     running: Mutex<HashMap<u64, AbortHandle>>,
     next_id: AtomicU64,
@@ -200,12 +125,14 @@ impl State {
 pub fn run(options: Options) -> anyhow::Result<ExitCode> {
     let root = front_end::canonical_root(&options.root)?;
     let timeout = front_end::timeout_flag(options.timeout)?;
-    let limits = options.limits.check()?;
+    let mut limits = options.limits.check()?;
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let scripts = 4 * cpus;
+    limits.max_connections = admission::fit_to_descriptors(limits.max_connections, scripts);
     let state = Arc::new(State {
         engine: Engine {
             root: Some(root.clone()),
-            slots: Some(Slots::new(4 * cpus, SLOT_WAIT)),
+            slots: Some(Slots::new(scripts, SLOT_WAIT)),
         },
         root,
         timeout,
@@ -300,7 +227,7 @@ async fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .max_header_size(MAX_HEAD_BYTES)
+        .max_header_size(limits::MAX_HEAD_BYTES)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
