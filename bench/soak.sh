@@ -3,11 +3,12 @@
 # and against `http-conditional fastcgi` behind nginx, each a mix of 304 and 412 answered
 # without running the page, 200 (the page runs), 502 (a script that fails), 504 (a script
 # past its timeout), clients that leave mid-request, uploads trickled in pieces (by
-# Content-Length and chunked), half-sent heads abandoned, and SILENT (default 50) connections
-# that say nothing for the whole run. Reports the descriptors, threads and RSS of the
-# http-conditional process before and after (they should be flat), and the responses whose
-# status was not the one expected (should be 0). 127.0.0.1 and unix sockets only; each phase
-# is bounded by PHASE_LIMIT seconds (default 900). Prints a markdown section on stdout.
+# Content-Length and chunked), 100 KB uploads (past serve's memory buffer: a temp file),
+# half-sent heads abandoned, and SILENT (default 50) connections that say nothing for the
+# whole run. Reports the descriptors, threads and RSS of the http-conditional process before
+# and after (they should be flat), and the responses whose status was not the one expected
+# (should be 0). 127.0.0.1 and unix sockets only; each phase is bounded by PHASE_LIMIT
+# seconds (default 900). Prints a markdown section on stdout.
 # PROFILE=debug uses the debug build instead of building a release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -117,11 +118,11 @@ async def etag():
     return headers["etag"]
 
 # Kinds of request, in a cycle of 100: (count, name, expected status or None for aborts).
-MIX = [(60, "304"), (8, "412"), (6, "200"), (4, "502"), (1, "504"), (4, "abort"),
+MIX = [(58, "304"), (2, "large"), (8, "412"), (6, "200"), (4, "502"), (1, "504"), (4, "abort"),
        (8, "trickle"), (5, "chunked"), (4, "half-head")]
 CYCLE = [name for count, name in MIX for _ in range(count)]
 EXPECTED = {"304": 304, "412": 412, "200": 200, "502": 502, "504": 504,
-            "trickle": 412, "chunked": 412}
+            "trickle": 412, "chunked": 412, "large": 412}
 
 async def main():
     tag = await etag()
@@ -166,6 +167,9 @@ async def main():
                 await writer.drain()
                 await asyncio.sleep(0.01)
                 writer.write(body[i:i + 500])
+        elif name == "large":  # past serve's 64 KiB in memory: a temp file
+            body = b"z" * 100_000
+            writer.write(head("POST", "/page.cgi", f"If-None-Match: {tag}\r\nContent-Length: {len(body)}\r\n") + body)
         elif name == "chunked":
             writer.write(head("PUT", "/page.cgi", f"If-None-Match: {tag}\r\nTransfer-Encoding: chunked\r\n"))
             for piece in (b"a" * 700, b"b" * 700):
@@ -255,7 +259,7 @@ $requests requests per front end from $concurrency asyncio clients on 127.0.0.1,
 $profile build, nginx $(nginx -v 2>&1 | sed 's#.*/##'), with $silent connections silent for the
 whole run. Mix: $mix (abort: the client leaves before the answer; trickle: a 2000-byte body
 in four pieces 10 ms apart; chunked: a chunked body in two pieces; half-head: half a request
-head, then gone). Figures of the http-conditional process, after a warm-up and 12 s after the
+head, then gone; large: a 100 KB body, past serve's memory buffer). Figures of the http-conditional process, after a warm-up and 12 s after the
 run (tokio's idle threads leave after 10 s).
 
 | Front end | Requests | Descriptors | Threads | RSS MiB | Unexpected statuses |
