@@ -43,3 +43,30 @@ ratio() {
 verdict() {
   python3 -c "import sys; r, t = sys.argv[1:]; print('met' if r != 'n/a' and float(r) >= float(t) else 'NOT met')" "$1" "$2"
 }
+
+# Starts a server in its own session and process group (so stopping it takes its children:
+# nginx workers, fcgiwrap's and php-cgi's children); its PID is appended to bench_pids.
+bench_pids=()
+bench_start() { setsid "$@" & bench_pids+=($!); }
+
+# Stops every group bench_start started, whole: TERM, then KILL after 5 s. For an EXIT trap.
+bench_stop_all() {
+  local pid
+  for pid in "${bench_pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for pid in "${bench_pids[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  done
+}
+
+# Writes DIR/http-conditional.conf (the shipped nginx-conf/ server block, listening on
+# 127.0.0.1:PORT, passing to the unix socket SOCK, root ROOT) and DIR/params.conf.
+bench_shipped_nginx_block() {
+  local dir=$1 port=$2 sock=$3 root=$4
+  sed -e "s#/etc/nginx/snippets/http-conditional-params.conf#$dir/params.conf#" \
+      -e "s#/run/http-conditional/http-conditional.sock#$sock#" \
+      -e "s#root /srv/www;#root $root;#" \
+      -e "s#listen 80;#listen 127.0.0.1:$port;#" \
+      nginx-conf/http-conditional.conf > "$dir/http-conditional.conf"
+  cp nginx-conf/http-conditional-params.conf "$dir/params.conf"
+}

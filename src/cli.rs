@@ -72,6 +72,8 @@ enum Command {
         timeout: Option<f64>,
         #[command(flatten)]
         upstream: UpstreamArgs,
+        #[command(flatten)]
+        limits: serve::Limits,
     },
     /// Show the validators, conditions and decision for a script, without running its body.
     Explain {
@@ -172,11 +174,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             timeout,
             upstream,
+            limits,
         }) => serve::run(serve::Options {
             root,
             listen,
             timeout,
             upstream: upstream.into(),
+            limits,
         }),
         Some(Command::Explain {
             script,

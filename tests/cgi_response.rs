@@ -355,27 +355,38 @@ fn last_modified_in_three_formats_and_clamped_to_now() {
 fn probe_answer_sets_last_modified_and_is_never_sent() {
     let dir = TempDir::new("resp");
     let runs = dir.join("runs.log");
-    let s = script(
-        &dir,
-        "p.cgi",
-        &format!(
-            "if [ \"$CONDITIONAL_PROBE\" = 1 ]; then echo 1800000000; echo secret; exit 0; fi\necho run >> '{}'\nprintf 'Content-Type: text/plain\\n\\npage'",
-            runs.display()
-        ),
-    );
-    dir.sidecar("p.cgi", r#"{"probe": true}"#);
-    let r = Cgi::new(&s).run();
+    let probing = |name: &str, answer: u64| {
+        let s = script(
+            &dir,
+            name,
+            &format!(
+                "if [ \"$CONDITIONAL_PROBE\" = 1 ]; then echo {answer}; echo secret; exit 0; fi\necho run >> '{}'\nprintf 'Content-Type: text/plain\\n\\npage'",
+                runs.display()
+            ),
+        );
+        dir.sidecar(name, r#"{"probe": true}"#);
+        s
+    };
     // The probe says 2027-01-15, later than now: Last-Modified is clamped to now.
+    let r = Cgi::new(&probing("future.cgi", 1_800_000_000)).run();
     let lm = httpdate::parse_http_date(r.header("Last-Modified").unwrap()).unwrap();
     let now = std::time::SystemTime::now();
     assert!(lm <= now && now.duration_since(lm).unwrap().as_secs() < 5);
     assert_eq!(r.text(), "page");
     assert!(!r.text().contains("secret"));
+    // A past answer (newer than the script's mtime) is Last-Modified, and a 304 runs only the
+    // probe.
+    let s = probing("p.cgi", T0 + 500);
+    let r = Cgi::new(&s).run();
+    assert_eq!(
+        r.header("Last-Modified"),
+        Some("Tue, 14 Nov 2023 22:21:40 GMT")
+    );
     let r = Cgi::new(&s)
         .header("IF_NONE_MATCH", r.header("ETag").unwrap())
         .run();
     assert_eq!(r.status, 304);
-    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 1);
+    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 2);
 }
 
 #[test]

@@ -25,6 +25,11 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// With extra `serve` flags (the limits).
+    fn start_with(flags: &[&str]) -> Server {
         let dir = TempDir::new("serve");
         let root = dir.path.join("root");
         write_fixtures(&dir);
@@ -34,6 +39,7 @@ impl Server {
             .args(["serve", "--root"])
             .arg(&root)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(flags)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .stdin(Stdio::null())
@@ -80,6 +86,17 @@ impl Server {
         }
     }
 
+    /// The server's thread count (tokio's workers and blocking pool).
+    fn threads(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("Threads: in /proc/PID/status")
+    }
+
     /// How many times `page.cgi` has run.
     fn page_runs(&self) -> usize {
         std::fs::read_to_string(self.root.join("runs.log"))
@@ -107,10 +124,19 @@ fn write_fixtures(dir: &TempDir) {
         true,
     );
     dir.write(
+        "root/body.cgi",
+        "#!/bin/sh\necho run >> body-runs.log\nprintf 'Content-Type: text/plain\\n\\n'\n\
+         echo \"CONTENT_LENGTH=${CONTENT_LENGTH-unset} read=$(wc -c | tr -d ' ')\"\n\
+         echo \"TRANSFER_ENCODING=${HTTP_TRANSFER_ENCODING-unset}\"\n",
+        true,
+    );
+    dir.write(
         "root/sub/env.cgi",
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\n\
-         for v in SCRIPT_NAME PATH_INFO QUERY_STRING REQUEST_METHOD HTTP_X_TEST SERVER_PORT; do\n\
+         for v in SCRIPT_NAME PATH_INFO QUERY_STRING REQUEST_METHOD HTTP_X_TEST SERVER_PORT \
+         SERVER_NAME HTTP_HOST; do\n\
          eval \"echo $v=\\$$v\"; done\n\
+         echo X_BIG_LENGTH=${#HTTP_X_BIG}\n\
          [ -n \"$PATH\" ] && echo PATH=set\n\
          printf 'first complaint\\nsecond, unterminated' >&2\n",
         true,
@@ -651,4 +677,371 @@ fn an_invalid_timeout_is_refused_at_start_up_by_serve_and_fastcgi() {
         assert!(!output.status.success(), "{command} started");
         assert!(stderr.contains("--timeout"), "{command}: {stderr}");
     }
+}
+
+/// Sends `request` on a fresh connection (write errors ignored: a server that refuses may
+/// close before it has all of it) and returns the status and body text; `None` when the
+/// connection closes without a response.
+fn exchange(port: u16, request: &[u8]) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(request);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.get(9..12)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Some((status, body))
+}
+
+/// A chunked request body, in chunks of `size` bytes.
+fn chunked(body: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for chunk in body.chunks(size) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// True when the server has closed `stream` (end of file or reset), false when it is still
+/// open after the read timeout.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn a_chunked_upload_reaches_the_script_with_its_content_length() {
+    // RFC 3875 §4.1.2: CONTENT_LENGTH is the length of the body the script gets.
+    let server = Server::start();
+    for size in [10usize, 200_000] {
+        let body: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut request = b"POST /body.cgi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                            Transfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+        request.extend_from_slice(&chunked(&body, 7_000));
+        let (status, text) = exchange(server.port, &request).expect("a response");
+        assert_eq!(status, 200, "{text}");
+        assert!(
+            text.contains(&format!("CONTENT_LENGTH={size} read={size}\n")),
+            "{size} bytes: {text}"
+        );
+        assert!(text.contains("TRANSFER_ENCODING=unset"), "{text}");
+    }
+    // A request without a body gets no CONTENT_LENGTH.
+    let (_, text) = exchange(
+        server.port,
+        b"GET /body.cgi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert!(text.contains("CONTENT_LENGTH=unset read=0"), "{text}");
+
+    // php-cgi reads a form only with CONTENT_LENGTH: with it, $_POST is filled.
+    let Some(php) = require("php-cgi") else {
+        return;
+    };
+    server.dir.write(
+        "root/form.php",
+        "<?php echo 'name=', $_POST['name'] ?? '(empty)', \"\\n\";\n",
+        false,
+    );
+    server.dir.sidecar(
+        "root/form.php",
+        &format!(r#"{{"interpreter": "{}"}}"#, php.display()),
+    );
+    let mut request = b"POST /form.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                        Content-Type: application/x-www-form-urlencoded\r\n\
+                        Transfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
+    request.extend_from_slice(&chunked(b"name=chunked&other=1", 5));
+    let (status, text) = exchange(server.port, &request).expect("a response");
+    assert_eq!((status, text.as_str()), (200, "name=chunked\n"));
+}
+
+#[test]
+fn a_body_past_max_body_size_is_413_and_the_script_does_not_run() {
+    let server = Server::start_with(&["--max-body-size", "100k"]);
+    let runs = || {
+        std::fs::read_to_string(server.root.join("body-runs.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    // Announced too large: refused before the body is read, and without `100 Continue`.
+    let (status, text) = exchange(
+        server.port,
+        b"POST /body.cgi HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\
+          Expect: 100-continue\r\n\r\n",
+    )
+    .expect("a response");
+    assert_eq!(status, 413, "{text}");
+    // Chunked, found too large on the way.
+    let mut request =
+        b"POST /body.cgi HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    request.extend_from_slice(&chunked(&vec![b'x'; 150 * 1024], 16 * 1024));
+    let (status, _) = exchange(server.port, &request).expect("a response");
+    assert_eq!(status, 413);
+    assert_eq!(runs(), 0, "the script ran for a refused body");
+    server.log_line(&["POST /body.cgi 413", "larger than 102400 bytes"]);
+    // Exactly at the limit is accepted, by way of the temp file.
+    let mut request = b"POST /body.cgi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                        Content-Length: 102400\r\n\r\n"
+        .to_vec();
+    request.extend_from_slice(&vec![b'y'; 100 * 1024]);
+    let (status, text) = exchange(server.port, &request).expect("a response");
+    assert_eq!(status, 200);
+    assert!(text.contains("CONTENT_LENGTH=102400 read=102400"), "{text}");
+}
+
+#[test]
+fn trickled_uploads_hold_no_thread_and_a_stalled_one_gets_408() {
+    let server = Server::start_with(&["--body-timeout", "3"]);
+    let agent = agent();
+    let page = get(&agent, &server.url("/page.cgi"), &[]);
+    let etag = page.header("etag").unwrap().to_string();
+    let baseline = server.threads();
+    // Forty uploads to an answer given without running the script (412: If-None-Match
+    // matches on a POST), each stalled after a few bytes of its body.
+    let mut stalled: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+            write!(
+                stream,
+                "POST /page.cgi HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\n\
+                 Content-Length: 1000\r\n\r\nfirst bytes"
+            )
+            .unwrap();
+            stream
+        })
+        .collect();
+    // Meanwhile other clients are served, and no thread waits for the forty.
+    let other = get(&agent, &server.url("/page.cgi"), &[]);
+    assert_eq!(other.status, 200);
+    let during = server.threads();
+    assert!(
+        during < baseline + 10,
+        "{during} threads with 40 stalled uploads, {baseline} before"
+    );
+    // A body that trickles in a byte at a time, each well within the timeout, is whole.
+    let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        slow,
+        "POST /body.cgi HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 4\r\n\r\n"
+    )
+    .unwrap();
+    for byte in b"abcd" {
+        std::thread::sleep(Duration::from_millis(300));
+        slow.write_all(&[*byte]).unwrap();
+    }
+    let (status, _, body) = read_response(&mut slow);
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("CONTENT_LENGTH=4 read=4"));
+    // The stalled ones get 408 once their body has been silent for --body-timeout, and
+    // their connections close.
+    for stream in &mut stalled {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let (status, headers, _) = read_response(stream);
+        assert_eq!(status, 408);
+        assert!(headers.contains(&("connection".to_string(), "close".to_string())));
+        assert!(closed_by_server(stream));
+    }
+    assert_eq!(server.page_runs(), 2, "a 412 ran the script");
+    server.log_line(&["POST /page.cgi 408", "sent nothing of its body"]);
+}
+
+#[test]
+fn a_slow_loris_head_and_an_idle_connection_are_closed_after_the_header_timeout() {
+    let server = Server::start_with(&["--header-timeout", "1"]);
+    let mut loris = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    loris
+        .write_all(b"GET /page.cgi HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    let mut idle = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    assert_eq!(raw_status(server.port, "/page.cgi"), 200);
+    assert!(closed_by_server(&mut loris), "the half-sent head held on");
+    assert!(closed_by_server(&mut idle), "the silent connection held on");
+    assert_eq!(raw_status(server.port, "/page.cgi"), 200);
+}
+
+#[test]
+fn connections_past_the_cap_are_closed_at_once_and_logged_once() {
+    let server = Server::start_with(&["--max-connections", "20"]);
+    // Twenty kept-alive connections, each known to be admitted by the answer it got.
+    let held: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            write!(stream, "GET /missing.cgi HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            assert_eq!(read_response(&mut stream).0, 404);
+            stream
+        })
+        .collect();
+    for _ in 0..5 {
+        let mut extra = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        assert!(
+            closed_by_server(&mut extra),
+            "a connection past the cap was kept"
+        );
+    }
+    drop(held);
+    // Once some close, new connections are served again.
+    assert!(
+        wait_until(Duration::from_secs(10), || exchange(
+            server.port,
+            b"GET /page.cgi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .is_some_and(|(status, _)| status == 200)),
+        "not serving after the cap episode:\n{}",
+        server.log()
+    );
+    server.log_line(&["accepting connections again ("]);
+    let log = server.log();
+    assert_eq!(
+        log.matches("connections open (--max-connections)").count(),
+        1,
+        "one line per episode:\n{log}"
+    );
+}
+
+#[test]
+fn host_is_checked_and_the_absolute_form_authority_wins() {
+    // RFC 9112 §3.2 and §3.2.2.
+    let server = Server::start();
+    let rows: &[(&str, u16)] = &[
+        ("GET /sub/env.cgi HTTP/1.1\r\n", 400),
+        ("GET /sub/env.cgi HTTP/1.1\r\nHost: a\r\nHost: a\r\n", 400),
+        ("GET /sub/env.cgi HTTP/1.1\r\nHost: user@a\r\n", 400),
+        ("GET /sub/env.cgi HTTP/1.0\r\n", 200),
+        ("GET /sub/env.cgi HTTP/1.1\r\nHost: a.example:8080\r\n", 200),
+        (
+            "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n",
+            501,
+        ),
+        ("OPTIONS * HTTP/1.1\r\nHost: a\r\n", 200),
+        ("GET * HTTP/1.1\r\nHost: a\r\n", 400),
+    ];
+    for (head, expected) in rows {
+        let request = format!("{head}Connection: close\r\n\r\n");
+        let got = exchange(server.port, request.as_bytes()).map(|(s, _)| s);
+        assert_eq!(got, Some(*expected), "{head:?}");
+    }
+    let (status, text) = exchange(
+        server.port,
+        b"GET http://t.example:81/sub/env.cgi HTTP/1.1\r\nHost: other.example\r\n\
+          Connection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(text.contains("SERVER_NAME=t.example\n"), "{text}");
+    assert!(text.contains("HTTP_HOST=t.example:81\n"), "{text}");
+    assert!(text.contains("SCRIPT_NAME=/sub/env.cgi\n"), "{text}");
+    server.log_line(&["GET /sub/env.cgi 400", "no Host header"]);
+}
+
+#[test]
+fn request_heads_too_large_to_pass_are_431_before_any_script() {
+    let server = Server::start();
+    let head_with = |extra: &str| {
+        format!("GET /sub/env.cgi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n")
+    };
+    // Large but passable: reaches the script whole.
+    let big = "v".repeat(60 * 1024);
+    let (status, text) = exchange(
+        server.port,
+        head_with(&format!("X-Big: {big}\r\n")).as_bytes(),
+    )
+    .expect("a response");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(&format!("X_BIG_LENGTH={}\n", big.len())),
+        "{text}"
+    );
+    // One header of 140 KB (over Linux's 128 KiB for one environment string), 70 KB, or
+    // 101 header lines: 431, never a script that cannot start.
+    let many: String = (0..101).map(|i| format!("X-N{i}: {i}\r\n")).collect();
+    for extra in [
+        format!("X-Big: {}\r\n", "v".repeat(140 * 1024)),
+        format!("X-Big: {}\r\n", "v".repeat(70 * 1024)),
+        many,
+    ] {
+        let got = exchange(server.port, head_with(&extra).as_bytes()).map(|(s, _)| s);
+        assert_eq!(got, Some(431), "{} bytes of headers", extra.len());
+    }
+    assert!(
+        !server.log().contains("could not start"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(raw_status(server.port, "/page.cgi"), 200);
+}
+
+#[test]
+fn only_final_statuses_leave_the_server() {
+    // RFC 9110 §15: a final status is 200..=599; hyper would send 999 as it is.
+    let server = Server::start();
+    server.dir.write(
+        "root/odd.cgi",
+        "#!/bin/sh\nprintf 'Status: 999 Odd\\nContent-Type: text/plain\\n\\nodd\\n'\n",
+        true,
+    );
+    assert_eq!(raw_status(server.port, "/odd.cgi"), 502);
+    assert_eq!(raw_status(server.port, "/page.cgi"), 200);
+}
+
+#[test]
+fn a_connection_cap_past_the_descriptor_limit_is_lowered_at_start_up() {
+    let dir = TempDir::new("serve-nofile");
+    dir.write(
+        "root/hello.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nhello\\n'\n",
+        true,
+    );
+    let log = dir.join("serve.log");
+    let port = free_port();
+    // A hard limit of 4096 descriptors cannot hold 100 000 connections.
+    let child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("ulimit -n 4096 && exec \"$0\" serve --root \"$1\" --listen \"$2\" --max-connections 100000")
+        .arg(bin())
+        .arg(dir.join("root"))
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _process = Spawned::new(child);
+    assert!(wait_for_port(
+        ([127, 0, 0, 1], port).into(),
+        Duration::from_secs(10)
+    ));
+    assert_eq!(raw_status(port, "/hello.cgi"), 200);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("the descriptor limit (4096) allows")
+            && text.contains("not --max-connections 100000"),
+        "{text}"
+    );
 }

@@ -1,9 +1,10 @@
-//! Between hyper's async world and the engine's blocking one: the request body as a `Read`
-//! fed through a bounded channel, and a `ResponseSink` whose head and body chunks travel
-//! through channels into a streaming hyper body. Bounded channels keep memory flat whatever
-//! the body size: a slow side makes the other wait.
+//! Between the engine's blocking world and hyper's async one: a `ResponseSink` whose head and
+//! body chunks travel through channels into a streaming hyper body. Bounded channels keep
+//! memory flat whatever the body size: a slow client makes the engine wait (up to
+//! [`SEND_TIMEOUT`]). The request body does not come this way: [`super::upload`] reads it in
+//! full first.
 
-use std::io::{self, Read};
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,102 +12,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::RequestBody;
 use crate::response::{ResponseHead, ResponseSink};
-use crate::runner::{AbortHandle, Input};
+use crate::runner::AbortHandle;
 
-/// Request or response chunks in flight between the two sides, per request.
+/// Response chunks in flight between the two sides, per request.
 const CHANNEL_CHUNKS: usize = 4;
 /// A client that reads nothing of its response for this long is treated as gone (nginx's
 /// `send_timeout` default), so a stalled reader cannot hold a script forever.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The request body for the engine. `None` inside when the request has no body, so the
-/// script gets `/dev/null` and no feeder thread is started.
-pub struct StreamedBody {
-    reader: Option<ChannelReader>,
-}
-
-impl StreamedBody {
-    /// Starts copying `incoming` into a bounded channel on the runtime; `None` for no body.
-    pub fn start(incoming: hyper::body::Incoming) -> StreamedBody {
-        if incoming.is_end_stream() {
-            return StreamedBody { reader: None };
-        }
-        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-        tokio::spawn(pump(incoming, tx));
-        StreamedBody {
-            reader: Some(ChannelReader {
-                rx,
-                current: Bytes::new(),
-            }),
-        }
-    }
-}
-
-async fn pump(mut incoming: hyper::body::Incoming, tx: mpsc::Sender<io::Result<Bytes>>) {
-    loop {
-        let frame = tokio::select! {
-            frame = incoming.frame() => frame,
-            () = tx.closed() => return,
-        };
-        let item = match frame {
-            None => return,
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) if data.is_empty() => continue,
-                Ok(data) => Ok(data),
-                Err(_trailers) => continue,
-            },
-            Some(Err(e)) => Err(io::Error::new(io::ErrorKind::ConnectionAborted, e)),
-        };
-        let failed = item.is_err();
-        if tx.send(item).await.is_err() || failed {
-            return;
-        }
-    }
-}
-
-/// Reads what the pump sends; an upload cut short is an error, not a clean end.
-struct ChannelReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    current: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(data)) => self.current = data,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
-impl RequestBody for StreamedBody {
-    fn discard(&mut self) -> io::Result<()> {
-        match &mut self.reader {
-            Some(reader) => io::copy(reader, &mut io::sink()).map(drop),
-            None => Ok(()),
-        }
-    }
-
-    fn take_input(&mut self) -> Input {
-        match self.reader.take() {
-            Some(reader) => Input::Stream(Box::new(reader)),
-            None => Input::Null,
-        }
-    }
-}
 
 /// The engine's side of a response.
 pub struct ChannelSink {

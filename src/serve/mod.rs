@@ -2,12 +2,21 @@
 //! engine, with URL paths mapped to scripts as nginx in front of the FastCGI mode would map
 //! them. Meant for trying sidecars and developing scripts without a web server.
 //!
-//! Each request runs the blocking engine on tokio's blocking pool; its body comes in and its
-//! response goes out through bounded channels ([`bridge`]), so memory stays flat. A client that
-//! leaves mid-response kills the script's process group.
+//! It holds the limits a web server in front would ([`Limits`]): a cap on connections
+//! ([`admission`]), header and body timeouts, the request body read in full on the async side
+//! before the engine runs ([`upload`]), Host checked and the absolute-form's authority used
+//! ([`host`]), and request heads too large to pass to a script refused with 431.
+//!
+//! Each request then runs the blocking engine on tokio's blocking pool, with nothing left to
+//! wait for from the client; its response goes out through a bounded channel ([`bridge`]), so
+//! memory stays flat. A client that leaves mid-response kills the script's process group.
 
+mod admission;
 mod bridge;
+pub mod host;
+mod limits;
 pub mod route;
+pub mod upload;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -34,13 +43,16 @@ use crate::front_end::{self, log, log_line};
 use crate::request::Request;
 use crate::response::ResponseHead;
 use crate::runner::{AbortHandle, ErrorOutput};
-use bridge::{AbortOnDrop, ResponseBody, StreamedBody};
+use admission::Admission;
+use bridge::{AbortOnDrop, ResponseBody};
+use host::Target;
+use limits::Enforced;
+pub use limits::Limits;
+use upload::{Upload, UploadError};
 
 /// Requests in flight get this long to finish after Ctrl-C or SIGTERM; then their scripts are
 /// killed (they run in their own process groups and would otherwise outlive the server).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// A client must send its request head within this time (slow-loris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How long a request waits for a free script slot before 503 (as the FastCGI mode).
@@ -67,6 +79,8 @@ pub struct Options {
     pub timeout: Option<f64>,
     /// FastCGI applications scripts are forwarded to.
     pub upstream: front_end::UpstreamOptions,
+    /// What clients may hold.
+    pub limits: Limits,
 }
 
 /// What every request shares.
@@ -76,6 +90,7 @@ struct State {
     root: PathBuf,
     timeout: Option<Duration>,
     base_env: Vec<(String, String)>,
+    limits: Enforced,
     /// Scripts that may be running, killed if still running when the server stops.
     running: Mutex<HashMap<u64, AbortHandle>>,
     next_id: AtomicU64,
@@ -111,16 +126,20 @@ impl State {
 pub fn run(options: Options) -> anyhow::Result<ExitCode> {
     let root = front_end::canonical_root(&options.root)?;
     let timeout = front_end::timeout_flag(options.timeout)?;
+    let mut limits = options.limits.check()?;
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let scripts = 4 * cpus;
+    limits.max_connections = admission::fit_to_descriptors(limits.max_connections, scripts);
     let state = Arc::new(State {
         engine: Engine {
             found_for_local_redirects: true,
             root: Some(root.clone()),
-            backends: front_end::backends(4 * cpus, SLOT_WAIT, &options.upstream)?,
+            backends: front_end::backends(scripts, SLOT_WAIT, &options.upstream)?,
         },
         root,
         timeout,
         base_env: front_end::base_env(),
+        limits,
         running: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
     });
@@ -146,14 +165,23 @@ async fn serve(state: Arc<State>, listen: &str) -> anyhow::Result<()> {
         state.root.display()
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut admission = Admission::new(state.limits.max_connections);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
-                    tokio::spawn(connection(stream, remote, Arc::clone(&state), stop_rx.clone()));
+                    // Past the cap the stream is dropped here: closed at once.
+                    if let Some(permit) = admission.admit() {
+                        let state = Arc::clone(&state);
+                        let stop = stop_rx.clone();
+                        tokio::spawn(async move {
+                            connection(stream, remote, state, stop).await;
+                            drop(permit);
+                        });
+                    }
                 }
                 Err(e) => {
-                    log(format_args!("accept failed: {e}"));
+                    admission.accept_failed(&e);
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
@@ -193,11 +221,15 @@ async fn connection(
         return;
     };
     let _ = stream.set_nodelay(true);
+    let header_timeout = state.limits.header_timeout;
     let service = service_fn(move |request| respond(Arc::clone(&state), request, local, remote));
     let mut builder = http1::Builder::new();
+    // The header timeout also runs while a kept-alive connection waits for its next request,
+    // so a silent client holds its connection for that long at most.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_timeout)
+        .max_header_size(limits::MAX_HEAD_BYTES)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -216,7 +248,8 @@ async fn connection(
     }
 }
 
-/// Answers one request: route it, run the engine on the blocking pool, stream its response.
+/// Answers one request: check its head, route it, read its body in full, run the engine on
+/// the blocking pool, stream its response.
 async fn respond(
     state: Arc<State>,
     request: hyper::Request<Incoming>,
@@ -233,18 +266,31 @@ async fn respond(
             .map_or_else(|| parts.uri.path().to_string(), |pq| pq.to_string()),
         started,
     };
+    let refused = |refusal: route::Refusal| {
+        let text = format!("{} {}\n", refusal.status, refusal.reason);
+        line.write(
+            refusal.status,
+            &format!("refused: {}", refusal.reason),
+            text.len() as u64,
+            true,
+        );
+        text_response(refusal.status, &text)
+    };
+    let host = match host::check(&parts.method, &parts.uri, parts.version, &parts.headers) {
+        Ok(Target::Path { host }) => host,
+        Ok(Target::ServerOptions) => {
+            line.write(200, "OPTIONS * answered by the server", 0, true);
+            return Ok(text_response(200, ""));
+        }
+        Err(refusal) => return Ok(refused(refusal)),
+    };
     let located = match route::locate(&state.root, parts.uri.path().as_bytes()) {
         Ok(located) => located,
-        Err(refusal) => {
-            let text = format!("{} {}\n", refusal.status, refusal.reason);
-            line.write(
-                refusal.status,
-                &format!("refused: {}", refusal.reason),
-                text.len() as u64,
-                true,
-            );
-            return Ok(text_response(refusal.status, &text));
-        }
+        Err(refusal) => return Ok(refused(refusal)),
+    };
+    let body = match upload::read(incoming, state.limits.body).await {
+        Ok(body) => body,
+        Err(e) => return Ok(upload_failed(&line, &e)),
     };
     let vars = route::cgi_vars(
         &state.root,
@@ -254,35 +300,20 @@ async fn respond(
             uri: &parts.uri,
             version: parts.version,
             headers: &parts.headers,
+            host: host.as_deref(),
+            content_length: body.content_length(),
             local,
             remote,
         },
     );
-    let mut body = StreamedBody::start(incoming);
-    let (mut sink, pending) = bridge::response_channel(tokio::runtime::Handle::current());
+    let (sink, pending) = bridge::response_channel(tokio::runtime::Handle::current());
     let abort = AbortHandle::new();
     let guard = AbortOnDrop::new(abort.clone());
     let id = state.register(abort.clone());
     let worker_state = Arc::clone(&state);
     let worker = tokio::task::spawn_blocking(move || {
-        let state = worker_state;
-        let request = Request::new(vars);
-        let errors = ErrorOutput::prefixed(&String::from_utf8_lossy(&located.script_name));
-        let job = Job {
-            request: &request,
-            script: Some(located.script),
-            interpreter: None,
-            timeout: state.timeout,
-            base_env: state.base_env.clone(),
-        };
-        let outcome = state
-            .engine
-            .handle(&job, &mut body, &errors, &abort, &mut sink);
-        if outcome.complete {
-            // Only now may the body end cleanly; dropped without this, it ends in an error.
-            sink.complete();
-        }
-        state.unregister(id);
+        let outcome = run_engine(&worker_state, vars, located, body, &abort, sink);
+        worker_state.unregister(id);
         outcome
     });
     let Ok(head) = pending.head.await else {
@@ -324,6 +355,53 @@ async fn respond(
     Ok(hyper_response(&head, body))
 }
 
+/// The engine's part of a request, on a blocking thread: nothing in it waits for the client
+/// (the body is already read; the response channel has its own send timeout).
+fn run_engine(
+    state: &State,
+    vars: Vec<(Vec<u8>, Vec<u8>)>,
+    located: route::Located,
+    mut body: Upload,
+    abort: &AbortHandle,
+    mut sink: bridge::ChannelSink,
+) -> Outcome {
+    let request = Request::new(vars);
+    let errors = ErrorOutput::prefixed(&String::from_utf8_lossy(&located.script_name));
+    let job = Job {
+        request: &request,
+        script: Some(located.script),
+        interpreter: None,
+        timeout: state.timeout,
+        base_env: state.base_env.clone(),
+    };
+    let outcome = state
+        .engine
+        .handle(&job, &mut body, &errors, abort, &mut sink);
+    if outcome.complete {
+        // Only now may the body end cleanly; dropped without this, it ends in an error.
+        sink.complete();
+    }
+    outcome
+}
+
+/// The answer to a body that could not be read in full. The connection closes after it: what
+/// is left of the body is still on the wire. (A client that broke off reads nothing of it.)
+fn upload_failed(line: &LogLine, error: &UploadError) -> hyper::Response<ResponseBody> {
+    let status = error.status();
+    let text = format!("{status} {error}\n");
+    line.write(
+        status,
+        &format!("refused: {error}"),
+        text.len() as u64,
+        true,
+    );
+    let mut response = text_response(status, &text);
+    response
+        .headers_mut()
+        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// The decision part of an outcome's summary: `304 If-None-Match matched` → `If-None-Match matched`.
 fn decision_text(outcome: &Outcome) -> &str {
     let status = outcome.status.to_string();
@@ -361,7 +439,12 @@ fn text_response(status: u16, text: &str) -> hyper::Response<ResponseBody> {
 /// The engine's response head as hyper's, less hop-by-hop headers hyper manages itself.
 fn hyper_response(head: &ResponseHead, body: ResponseBody) -> hyper::Response<ResponseBody> {
     let mut response = hyper::Response::new(body);
-    let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    // Only a final status of RFC 9110 §15 leaves: 1xx here would be read as interim (101 as a
+    // protocol switch), and codes past 599 are not HTTP.
+    let status = match head.status {
+        200..=599 => StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY),
+        _ => StatusCode::BAD_GATEWAY,
+    };
     *response.status_mut() = status;
     if !head.reason.is_empty() && status.canonical_reason() != Some(head.reason.as_str()) {
         if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.reason.as_bytes()) {

@@ -115,6 +115,11 @@ pub struct Incoming<'a> {
     pub version: Version,
     /// The request headers.
     pub headers: &'a HeaderMap,
+    /// The authority the request is for ([`super::host::check`]): the absolute-form target's,
+    /// else Host's; `None` for an HTTP/1.0 request without Host.
+    pub host: Option<&'a str>,
+    /// The bytes of the body as read in full; `None` without a body.
+    pub content_length: Option<u64>,
     /// Our end of the connection.
     pub local: SocketAddr,
     /// The client's end.
@@ -124,7 +129,9 @@ pub struct Incoming<'a> {
 /// The CGI meta-variables for a located script (RFC 3875 §4.1): what nginx's `fastcgi_params`
 /// passes. Header values keep their bytes; a repeated header is joined with `, ` (`; ` for
 /// Cookie, RFC 6265 §5.4). Header names with `_` are dropped, as nginx does by default, so
-/// `X_Forwarded_For` cannot pose as `X-Forwarded-For`.
+/// `X_Forwarded_For` cannot pose as `X-Forwarded-For`. CONTENT_LENGTH is the length of the
+/// body as read (RFC 3875 §4.1.2), so Transfer-Encoding, which no longer describes it, is not
+/// passed; HTTP_HOST and SERVER_NAME come from the request's authority.
 pub fn cgi_vars(root: &Path, located: &Located, request: &Incoming<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut vars: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(24 + request.headers.keys_len());
     let mut set = |name: &str, value: &[u8]| vars.push((name.as_bytes().to_vec(), value.to_vec()));
@@ -150,9 +157,7 @@ pub fn cgi_vars(root: &Path, located: &Located, request: &Incoming<'_>) -> Vec<(
         set("PATH_TRANSLATED", &translated);
     }
     let server_name = request
-        .headers
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
+        .host
         .map(host_without_port)
         .filter(|h| !h.is_empty())
         .map_or_else(|| request.local.ip().to_string(), str::to_string);
@@ -161,8 +166,11 @@ pub fn cgi_vars(root: &Path, located: &Located, request: &Incoming<'_>) -> Vec<(
     set("SERVER_PORT", request.local.port().to_string().as_bytes());
     set("REMOTE_ADDR", request.remote.ip().to_string().as_bytes());
     set("REMOTE_PORT", request.remote.port().to_string().as_bytes());
-    if let Some(length) = request.headers.get(hyper::header::CONTENT_LENGTH) {
-        set("CONTENT_LENGTH", length.as_bytes());
+    if let Some(length) = request.content_length {
+        set("CONTENT_LENGTH", length.to_string().as_bytes());
+    }
+    if let Some(host) = request.host {
+        set("HTTP_HOST", host.as_bytes());
     }
     if let Some(kind) = request.headers.get(hyper::header::CONTENT_TYPE) {
         set("CONTENT_TYPE", kind.as_bytes());
@@ -170,6 +178,8 @@ pub fn cgi_vars(root: &Path, located: &Located, request: &Incoming<'_>) -> Vec<(
     for name in request.headers.keys() {
         if name == hyper::header::CONTENT_LENGTH
             || name == hyper::header::CONTENT_TYPE
+            || name == hyper::header::TRANSFER_ENCODING
+            || name == hyper::header::HOST
             || name.as_str().contains('_')
         {
             continue;
@@ -302,6 +312,7 @@ mod tests {
             hyper::header::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
         );
         headers.append("content-length", "3".parse().unwrap());
+        headers.append("transfer-encoding", "chunked".parse().unwrap());
         let uri: Uri = "/page.cgi/x?q=1&r".parse().unwrap();
         let vars = cgi_vars(
             &root.0,
@@ -311,6 +322,8 @@ mod tests {
                 uri: &uri,
                 version: Version::HTTP_11,
                 headers: &headers,
+                host: Some("example.org:8080"),
+                content_length: Some(3),
                 local: "127.0.0.1:8080".parse().unwrap(),
                 remote: "127.0.0.1:5555".parse().unwrap(),
             },
@@ -327,6 +340,8 @@ mod tests {
         assert_eq!(get("HTTP_CONTENT_LENGTH"), None);
         assert_eq!(get("CONTENT_LENGTH").unwrap(), b"3");
         assert_eq!(get("SERVER_NAME").unwrap(), b"example.org");
+        assert_eq!(get("HTTP_HOST").unwrap(), b"example.org:8080");
+        assert_eq!(get("HTTP_TRANSFER_ENCODING"), None);
         assert_eq!(get("QUERY_STRING").unwrap(), b"q=1&r");
         assert_eq!(get("REQUEST_URI").unwrap(), b"/page.cgi/x?q=1&r");
         assert_eq!(get("PATH_INFO").unwrap(), b"/x");
