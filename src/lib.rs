@@ -19,6 +19,7 @@ pub mod fastcgi;
 pub mod front_end;
 pub mod launch;
 pub mod log;
+pub mod manuals;
 pub mod preconditions;
 pub mod request;
 pub mod response;
