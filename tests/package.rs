@@ -267,3 +267,29 @@ fn packaged_man_page_documents_the_fastcgi_command_line() {
         );
     }
 }
+
+#[test]
+fn packaged_completions_load_and_offer_every_visible_command() {
+    let files = &package().files;
+    let bash = files.join("usr/share/bash-completion/completions/http-conditional");
+    let loaded = run(
+        "bash",
+        &[
+            "-c".as_ref(),
+            "source \"$1\" && complete -p http-conditional".as_ref(),
+            "bash".as_ref(),
+            bash.as_os_str(),
+        ],
+    );
+    assert!(loaded.contains("http-conditional"), "{loaded}");
+    for file in [
+        "usr/share/bash-completion/completions/http-conditional",
+        "usr/share/zsh/vendor-completions/_http-conditional",
+        "usr/share/fish/vendor_completions.d/http-conditional.fish",
+    ] {
+        let text = std::fs::read_to_string(files.join(file)).unwrap();
+        for command in ["fastcgi", "serve", "explain"] {
+            assert!(text.contains(command), "{file} does not offer {command}");
+        }
+    }
+}
