@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test. Installs what the tests drive (nginx, Apache, php-cgi, curl, python3) when
+# Runs every test. Installs what the tests drive (nginx, Apache, php-cgi, curl, python3, lintian) when
 # missing; the nginx and Apache tests fail rather than skip under CI=true when a server is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,9 @@ need=()
 for pair in nginx:nginx apache2:apache2 php-cgi:php-cgi php-fpm8.2:php-fpm curl:curl python3:python3 ps:procps md5sum:coreutils; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
 done
+# tests/package.rs: lintian, and dpkg-dev for cargo-deb (scripts/package.sh installs cargo-deb).
+command -v lintian >/dev/null 2>&1 || need+=(lintian)
+command -v dpkg-shlibdeps >/dev/null 2>&1 || need+=(dpkg-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -21,6 +24,7 @@ done
 
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 log=$(mktemp)
 cargo test --all-targets 2>&1 | tee "$log"
 # One plain summary line over all test binaries.

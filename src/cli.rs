@@ -2,7 +2,8 @@
 //! shell completions are generated from), and the dispatch from a parsed command to its mode.
 //!
 //! Under a web server (CGI mode) the command line may carry the visitor's search words, so that
-//! path parses with [`CgiOnly`] alone: no subcommand and no flag of another mode is reachable.
+//! path parses CGI mode's arguments alone ([`run_for_server`]): no subcommand and no flag of
+//! another mode is reachable.
 
 use std::ffi::OsString;
 use std::path::PathBuf;

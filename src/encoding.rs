@@ -43,10 +43,10 @@ pub fn negotiate(accept_encoding: Option<&[u8]>) -> Coding {
         let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
         let mut q = Some(1000);
         for param in parts {
-            if let Some((key, value)) = param.split_once('=') {
-                if key.trim().eq_ignore_ascii_case("q") {
-                    q = parse_qvalue(value.trim());
-                }
+            if let Some((key, value)) = param.split_once('=')
+                && key.trim().eq_ignore_ascii_case("q")
+            {
+                q = parse_qvalue(value.trim());
             }
         }
         let Some(q) = q else { continue };

@@ -427,10 +427,10 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
 
 fn kill_group(process_group: i32) {
     // Never 0 (our own group) or 1 (init's).
-    if process_group > 1 {
-        if let Some(group) = Pid::from_raw(process_group) {
-            let _ = rustix::process::kill_process_group(group, Signal::KILL);
-        }
+    if process_group > 1
+        && let Some(group) = Pid::from_raw(process_group)
+    {
+        let _ = rustix::process::kill_process_group(group, Signal::KILL);
     }
 }
 

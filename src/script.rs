@@ -37,10 +37,10 @@ impl Script {
             }
             Err(_) => return Err(Failure::ScriptMissing(name)),
         };
-        if let Some(root) = root {
-            if !real_path.starts_with(root) {
-                return Err(Failure::OutsideRoot(name));
-            }
+        if let Some(root) = root
+            && !real_path.starts_with(root)
+        {
+            return Err(Failure::OutsideRoot(name));
         }
         let meta =
             std::fs::metadata(&real_path).map_err(|_| Failure::ScriptMissing(name.clone()))?;

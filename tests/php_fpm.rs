@@ -281,10 +281,10 @@ fn read_raw(addr: SocketAddr, target: &str, after_head: impl FnOnce()) -> Vec<u8
             Ok(0) | Err(_) => return raw,
             Ok(n) => raw.extend_from_slice(&chunk[..n]),
         }
-        if raw.len() > 300_000 {
-            if let Some(f) = after_head.take() {
-                f();
-            }
+        if raw.len() > 300_000
+            && let Some(f) = after_head.take()
+        {
+            f();
         }
     }
 }

@@ -263,14 +263,14 @@ pub fn explain(options: &Options) -> anyhow::Result<Report> {
     report.clamped_to_now = derivation.clamped;
     report.last_modified = validators.last_modified.map(Stamp::new);
     report.etag = validators.etag.as_ref().map(ToString::to_string);
-    if sidecar.compress {
-        if let Some(etag) = &validators.etag {
-            for coding in [Coding::Gzip, Coding::Deflate] {
-                if let Some(token) = coding.token() {
-                    report
-                        .etag_variants
-                        .push((token.to_string(), etag.variant(token).to_string()));
-                }
+    if sidecar.compress
+        && let Some(etag) = &validators.etag
+    {
+        for coding in [Coding::Gzip, Coding::Deflate] {
+            if let Some(token) = coding.token() {
+                report
+                    .etag_variants
+                    .push((token.to_string(), etag.variant(token).to_string()));
             }
         }
     }

@@ -79,10 +79,10 @@ fn valid_host(value: &[u8]) -> Option<String> {
     if text.contains('@') || authority.host().is_empty() {
         return None;
     }
-    if let Some((_, port)) = text.rsplit_once(':').filter(|_| !text.ends_with(']')) {
-        if !port.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
+    if let Some((_, port)) = text.rsplit_once(':').filter(|_| !text.ends_with(']'))
+        && !port.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
     }
     Some(text.to_string())
 }

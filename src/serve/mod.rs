@@ -3,12 +3,12 @@
 //! them. Meant for trying sidecars and developing scripts without a web server.
 //!
 //! It holds the limits a web server in front would ([`Limits`]): a cap on connections
-//! ([`admission`]), header and body timeouts, the request body read in full on the async side
+//! (`admission`), header and body timeouts, the request body read in full on the async side
 //! before the engine runs ([`upload`]), Host checked and the absolute-form's authority used
 //! ([`host`]), and request heads too large to pass to a script refused with 431.
 //!
 //! Each request then runs the blocking engine on tokio's blocking pool, with nothing left to
-//! wait for from the client; its response goes out through a bounded channel ([`bridge`]), so
+//! wait for from the client; its response goes out through a bounded channel (`bridge`), so
 //! memory stays flat. A client that leaves mid-response kills the script's process group.
 
 mod admission;
@@ -446,10 +446,11 @@ fn hyper_response(head: &ResponseHead, body: ResponseBody) -> hyper::Response<Re
         _ => StatusCode::BAD_GATEWAY,
     };
     *response.status_mut() = status;
-    if !head.reason.is_empty() && status.canonical_reason() != Some(head.reason.as_str()) {
-        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.reason.as_bytes()) {
-            response.extensions_mut().insert(reason);
-        }
+    if !head.reason.is_empty()
+        && status.canonical_reason() != Some(head.reason.as_str())
+        && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.reason.as_bytes())
+    {
+        response.extensions_mut().insert(reason);
     }
     let headers = response.headers_mut();
     for (name, value) in &head.headers {

@@ -133,14 +133,14 @@ impl Apache {
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         let start = Instant::now();
         while start.elapsed() < START_LIMIT {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "apache2 exited at start ({status}):\n{}\n{}",
-                        self.read_log("stderr.log"),
-                        self.error_log()
-                    );
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "apache2 exited at start ({status}):\n{}\n{}",
+                    self.read_log("stderr.log"),
+                    self.error_log()
+                );
             }
             if common::wait_for_port(addr, Duration::from_millis(100)) {
                 return;

@@ -155,6 +155,7 @@ pub fn parse_cgi_output(out: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
 
 /// The binary run once as a CGI program with a mocked environment.
 pub struct Cgi {
+    program: PathBuf,
     env: Vec<(OsString, OsString)>,
     args: Vec<OsString>,
     stdin: Vec<u8>,
@@ -165,6 +166,7 @@ impl Cgi {
     /// A GET for `script` (as SCRIPT_FILENAME).
     pub fn new(script: &Path) -> Self {
         let mut cgi = Cgi {
+            program: bin(),
             env: Vec::new(),
             args: Vec::new(),
             stdin: Vec::new(),
@@ -183,6 +185,12 @@ impl Cgi {
     /// No SCRIPT_FILENAME at all (argument-only runs).
     pub fn bare() -> Self {
         Cgi::new(Path::new("")).unset("SCRIPT_FILENAME")
+    }
+
+    /// Runs another build of the wrapper (the one extracted from the Debian package).
+    pub fn program(mut self, path: &Path) -> Self {
+        self.program = path.to_path_buf();
+        self
     }
 
     pub fn env(mut self, name: impl Into<OsString>, value: impl Into<OsString>) -> Self {
@@ -223,7 +231,7 @@ impl Cgi {
     }
 
     pub fn run(self) -> Response {
-        let mut child = Command::new(bin())
+        let mut child = Command::new(&self.program)
             .args(&self.args)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
