@@ -9,7 +9,7 @@ use crate::backend::{AbortHandle, Ended, ErrorOutput, RunError, ScriptRun};
 use crate::cgi_head::{self, HeadParse};
 use crate::encoding::{self, BodyEncoder, Coding};
 use crate::failure::Failure;
-use crate::job::{Outcome, RequestBody};
+use crate::job::{Answer, Outcome, RequestBody, Runs};
 use crate::launch::Plan;
 use crate::range;
 use crate::request::{Method, Request};
@@ -24,6 +24,8 @@ pub(crate) struct Progress {
     pub(crate) head_sent: bool,
     pub(crate) input_taken: bool,
     pub(crate) body_bytes: u64,
+    /// Scripts started, once known.
+    pub(crate) runs: Runs,
 }
 
 /// One request in flight: what it reads from and writes to, and how far it got.
@@ -291,9 +293,10 @@ fn drain(running: &mut dyn ScriptRun, chunk: &mut [u8]) -> Result<(), RunError> 
 pub(crate) fn ran(status: u16, body_bytes: u64, complete: bool) -> Outcome {
     Outcome {
         status,
-        summary: format!("{status} ran script"),
+        answer: Answer::Ran,
         body_bytes,
         complete,
+        runs: Runs::default(),
     }
 }
 

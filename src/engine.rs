@@ -13,7 +13,7 @@ use crate::delivery::{Exchange, Progress, finish_silently, send, start};
 use crate::encoding::{self, Coding};
 use crate::failure::Failure;
 use crate::log;
-use crate::preconditions::{self, Decision, Rule};
+use crate::preconditions::{self, Decision};
 use crate::request::{Conditions, Request};
 use crate::response::{ResponseHead, ResponseSink};
 use crate::script::Script;
@@ -22,7 +22,7 @@ use crate::timestamp::{format_http_date, unix_seconds};
 use crate::validators::{self, Derivation, Inputs};
 
 pub use crate::delivery::{BUFFER_LIMIT, send_text, text_head};
-pub use crate::job::{Job, Outcome, RequestBody};
+pub use crate::job::{Answer, FailureKind, Job, Outcome, RequestBody, Runs};
 use crate::launch::probe;
 pub use crate::launch::{Backends, DEFAULT_TIMEOUT, Plan, parse_probe_answer, plan};
 
@@ -91,7 +91,10 @@ impl Engine {
             found_for_local_redirects: self.found_for_local_redirects,
         };
         let failure = match self.respond(job, &mut ex) {
-            Ok(outcome) => return outcome,
+            Ok(mut outcome) => {
+                outcome.runs = ex.progress.runs;
+                return outcome;
+            }
             Err(failure) => failure,
         };
         let name = job
@@ -114,9 +117,14 @@ impl Engine {
         let status = failure.status();
         let mut outcome = Outcome {
             status,
-            summary: format!("{status} {failure}"),
+            answer: Answer::Failed(if client_gone {
+                FailureKind::ClientGone
+            } else {
+                failure.kind()
+            }),
             body_bytes: ex.progress.body_bytes,
             complete: false,
+            runs: ex.progress.runs,
         };
         if ex.progress.head_sent || abort.is_aborted() {
             return outcome;
@@ -135,10 +143,12 @@ impl Engine {
         let script = Script::resolve(named, self.root.as_deref())?;
         let sidecar = sidecar::load(&script.path)?;
         let plan = plan(job, script, sidecar.as_ref(), &self.backends)?;
-        match sidecar {
+        let result = match sidecar {
             Some(sidecar) => declared(&plan, &sidecar, ex),
             None => pass_through(&plan, ex),
-        }
+        };
+        ex.progress.runs = plan.runs();
+        result
     }
 }
 
@@ -164,12 +174,12 @@ fn declared(plan: &Plan, sidecar: &Sidecar, ex: &mut Exchange<'_>) -> Result<Out
             representation.apply(&mut head, coding, now);
             ex.sink.send_head(&head)?;
             ex.sink.finish()?;
-            return Ok(answered(304, verdict.rule));
+            return Ok(Outcome::bodiless(304, Answer::WithoutRunning(verdict.rule)));
         }
         Decision::PreconditionFailed => {
             ex.body.discard()?;
             send_text(ex.sink, 412, "412 Precondition Failed\n")?;
-            return Ok(answered(412, verdict.rule));
+            return Ok(Outcome::bodiless(412, Answer::WithoutRunning(verdict.rule)));
         }
         Decision::Proceed => {}
     }
@@ -352,19 +362,8 @@ fn pass_through(plan: &Plan, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> 
         ex.sink.send_head(&head)?;
         ex.sink.finish()?;
     }
-    Ok(Outcome {
+    Ok(Outcome::bodiless(
         status,
-        summary: format!("{status} after running the script: {}", verdict.rule),
-        body_bytes: 0,
-        complete: true,
-    })
-}
-
-fn answered(status: u16, rule: Rule) -> Outcome {
-    Outcome {
-        status,
-        summary: format!("{status} without running the script: {rule}"),
-        body_bytes: 0,
-        complete: true,
-    }
+        Answer::AfterRunning(verdict.rule),
+    ))
 }

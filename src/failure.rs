@@ -101,7 +101,73 @@ pub enum Failure {
     Io(#[from] std::io::Error),
 }
 
+/// A failure's kind, for metrics and logs that count failures rather than describe them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// No script named, or the script does not exist (404).
+    NotFound,
+    /// Outside the roots, not executable, or a self-naming shebang (403, 500).
+    Refused,
+    /// A sidecar or rule that cannot be used (500).
+    BadDeclaration,
+    /// The script could not be started, or the upstream address is invalid (500).
+    StartFailed,
+    /// The script failed or printed a malformed head (502).
+    ScriptFailed,
+    /// The probe failed (502).
+    ProbeFailed,
+    /// The upstream application could not be reached (502).
+    UpstreamUnreachable,
+    /// No slot or connection freed in time, or the application refused (503).
+    Overloaded,
+    /// The script ran past its timeout (504).
+    Timeout,
+    /// The client went away, or its connection failed.
+    ClientGone,
+    /// A bug: the engine itself failed (a panic caught by the front end).
+    Internal,
+}
+
+impl FailureKind {
+    /// A short name for metrics labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::NotFound => "not_found",
+            FailureKind::Refused => "refused",
+            FailureKind::BadDeclaration => "bad_declaration",
+            FailureKind::StartFailed => "start_failed",
+            FailureKind::ScriptFailed => "script_failed",
+            FailureKind::ProbeFailed => "probe_failed",
+            FailureKind::UpstreamUnreachable => "upstream_unreachable",
+            FailureKind::Overloaded => "overloaded",
+            FailureKind::Timeout => "timeout",
+            FailureKind::ClientGone => "client_gone",
+            FailureKind::Internal => "internal",
+        }
+    }
+}
+
 impl Failure {
+    /// Its kind.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Failure::NoScript | Failure::ScriptMissing(_) => FailureKind::NotFound,
+            Failure::OutsideRoot(_) | Failure::NotExecutable(_) | Failure::SelfShebang(_) => {
+                FailureKind::Refused
+            }
+            Failure::BadSidecar { .. } => FailureKind::BadDeclaration,
+            Failure::SpawnFailed { .. } | Failure::BadUpstream { .. } => FailureKind::StartFailed,
+            Failure::ScriptFailed { .. } | Failure::MalformedHead { .. } => {
+                FailureKind::ScriptFailed
+            }
+            Failure::ProbeFailed { .. } => FailureKind::ProbeFailed,
+            Failure::UpstreamUnreachable { .. } => FailureKind::UpstreamUnreachable,
+            Failure::Overloaded(_) | Failure::UpstreamRefused { .. } => FailureKind::Overloaded,
+            Failure::Timeout { .. } => FailureKind::Timeout,
+            Failure::Io(_) => FailureKind::ClientGone,
+        }
+    }
+
     /// The HTTP status that answers this failure.
     pub fn status(&self) -> u16 {
         match self {

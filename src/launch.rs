@@ -2,6 +2,7 @@
 //! upstream), interpreter, timeout and environment, and the probe that asks a script for its
 //! last change. The engine and delivery see only the [`Backend`] interface.
 
+use std::cell::Cell;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -15,7 +16,7 @@ use crate::backend::{
 };
 use crate::cgi_head::{self, HeadParse};
 use crate::failure::Failure;
-use crate::job::Job;
+use crate::job::{Job, Runs};
 use crate::request::{Method, Request};
 use crate::script::{Interpreter, Script};
 use crate::sidecar::{self, Sidecar};
@@ -27,6 +28,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Set in a script's environment to the script's real path, so a wrapper started again for
 /// the same script (a shebang through `env`) refuses instead of looping.
 const WRAPPED_MARK: &str = "CONDITIONAL_WRAPPED";
+/// Set in the probe run's environment: answer with the last change, not the page.
+const PROBE_MARK: &str = "CONDITIONAL_PROBE";
 /// A probe answers with one line; more than this is a failed probe (502).
 const PROBE_OUTPUT_LIMIT: usize = 1024 * 1024;
 
@@ -61,6 +64,8 @@ pub struct Plan {
     pub(crate) timeout: Duration,
     /// What runs it.
     backend: Box<dyn Backend>,
+    /// Scripts started so far for this request.
+    runs: Cell<Runs>,
 }
 
 /// Resolves the backend, interpreter, timeout and environment (sidecar first, then the
@@ -107,6 +112,7 @@ pub fn plan(
         base_env,
         timeout,
         backend,
+        runs: Cell::new(Runs::default()),
     })
 }
 
@@ -181,7 +187,22 @@ impl Plan {
             env: &env,
             timeout: self.timeout,
         };
-        self.backend.start(&call, input, errors, abort)
+        let run = self.backend.start(&call, input, errors, abort)?;
+        let mut runs = self.runs.get();
+        let probe = extra.iter().any(|(name, _)| *name == PROBE_MARK);
+        if probe {
+            runs.probes += 1;
+        } else {
+            runs.page += 1;
+        }
+        runs.backend = Some(self.backend.kind());
+        self.runs.set(runs);
+        Ok(run)
+    }
+
+    /// Scripts started so far for this request.
+    pub fn runs(&self) -> Runs {
+        self.runs.get()
     }
 
     /// Waits for a run whose output has ended; anything but success is its failure.
@@ -223,7 +244,7 @@ pub(crate) fn probe(
 ) -> Result<SystemTime, Failure> {
     let mut run = plan.start(
         request,
-        &[("CONDITIONAL_PROBE", "1".into())],
+        &[(PROBE_MARK, "1".into())],
         Input::Null,
         errors,
         abort,

@@ -52,6 +52,19 @@ pub enum Rule {
     NoConditionApplies,
 }
 
+impl Rule {
+    /// The status a rule answers with, when it answers without performing the method.
+    pub fn status(self) -> Option<u16> {
+        match self {
+            Rule::IfNoneMatchMatched | Rule::IfModifiedSinceNotModified => Some(304),
+            Rule::IfMatchFailed
+            | Rule::IfUnmodifiedSinceFailed
+            | Rule::IfNoneMatchMatchedUnsafe => Some(412),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -397,6 +397,10 @@ struct Feed {
 const FEED_SETTLE: Duration = Duration::from_secs(1);
 
 impl Backend for FastCgiBackend {
+    fn kind(&self) -> &'static str {
+        "fastcgi"
+    }
+
     fn start(
         &self,
         call: &ScriptCall<'_>,

@@ -43,6 +43,9 @@ pub trait ScriptRun: Send {
 
 /// Something that can run a script: a program to execute, or an application to forward to.
 pub trait Backend: Send + Sync {
+    /// What it is, for metrics: `process` or `fastcgi`.
+    fn kind(&self) -> &'static str;
+
     /// Starts one request with its body on `input`; the script's stderr goes to `errors`, and
     /// `abort` stops it from another thread.
     fn start(

@@ -25,6 +25,10 @@ pub struct ProcessBackend {
 }
 
 impl Backend for ProcessBackend {
+    fn kind(&self) -> &'static str {
+        "process"
+    }
+
     fn start(
         &self,
         call: &ScriptCall<'_>,

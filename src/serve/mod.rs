@@ -38,7 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::engine::{Engine, Job, Outcome};
+use crate::engine::{Answer, Engine, FailureKind, Job, Outcome};
 use crate::front_end::{self, log, log_line};
 use crate::request::Request;
 use crate::response::ResponseHead;
@@ -320,7 +320,7 @@ async fn respond(
         // The engine ended without a head: it panicked. Nothing is running any more.
         guard.disarm();
         let summary = match worker.await {
-            Ok(outcome) => outcome.summary,
+            Ok(outcome) => outcome.answer.to_string(),
             Err(e) => format!("internal error: {e}"),
         };
         state.unregister(id);
@@ -338,16 +338,13 @@ async fn respond(
         if bodiless { AbortHandle::new() } else { abort },
     );
     tokio::spawn(async move {
-        let outcome = worker.await.unwrap_or_else(|e| Outcome {
-            status: 500,
-            summary: format!("500 internal error: {e}"),
-            body_bytes: 0,
+        let outcome = worker.await.unwrap_or_else(|_| Outcome {
             complete: false,
+            ..Outcome::bodiless(500, Answer::Failed(FailureKind::Internal))
         });
-        let decision = decision_text(&outcome);
         line.write(
             outcome.status,
-            decision,
+            &outcome.answer.to_string(),
             outcome.body_bytes,
             outcome.complete,
         );
@@ -400,15 +397,6 @@ fn upload_failed(line: &LogLine, error: &UploadError) -> hyper::Response<Respons
         .headers_mut()
         .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
     response
-}
-
-/// The decision part of an outcome's summary: `304 If-None-Match matched` → `If-None-Match matched`.
-fn decision_text(outcome: &Outcome) -> &str {
-    let status = outcome.status.to_string();
-    outcome
-        .summary
-        .strip_prefix(status.as_str())
-        .map_or(outcome.summary.as_str(), str::trim_start)
 }
 
 /// One request's access-log line: method, target, status, decision, body bytes, milliseconds.
