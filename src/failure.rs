@@ -31,6 +31,14 @@ pub enum Failure {
         /// The I/O or JSON error.
         reason: String,
     },
+    /// The site rules file could not be read or parsed (CGI mode reads it per request).
+    #[error("bad rules file {file}: {reason}")]
+    BadRules {
+        /// The rules file's name (not its full path).
+        file: String,
+        /// The I/O or TOML error, with its line and column.
+        reason: String,
+    },
     /// The script or its interpreter could not be started.
     #[error("could not start {script}: {reason}")]
     SpawnFailed {
@@ -85,9 +93,10 @@ impl Failure {
         match self {
             Failure::ScriptMissing(_) | Failure::NoScript => 404,
             Failure::OutsideRoot(_) | Failure::NotExecutable(_) => 403,
-            Failure::SelfShebang(_) | Failure::BadSidecar { .. } | Failure::SpawnFailed { .. } => {
-                500
-            }
+            Failure::SelfShebang(_)
+            | Failure::BadSidecar { .. }
+            | Failure::BadRules { .. }
+            | Failure::SpawnFailed { .. } => 500,
             Failure::ScriptFailed { .. }
             | Failure::MalformedHead { .. }
             | Failure::ProbeFailed { .. } => 502,

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use http_conditional::{cgi, explain, fastcgi, request::Request, serve};
+use http_conditional::{cgi, check, explain, fastcgi, request::Request, serve};
 
 /// Answers 304/412 for legacy CGI scripts without running them.
 #[derive(Parser)]
@@ -61,6 +61,11 @@ enum Command {
         /// Seconds a script may run before 504 (the sidecar's `timeout` wins).
         #[arg(long)]
         timeout: Option<f64>,
+    },
+    /// Validate a rules file (TOML) or a sidecar (.json), like `nginx -t`.
+    Check {
+        /// The file to check.
+        file: PathBuf,
     },
     /// Show the validators, conditions and decision for a script, without running its body.
     Explain {
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
             listen,
             timeout,
         }),
+        Some(Command::Check { file }) => return check::run(&file),
         Some(Command::Explain {
             script,
             headers,
