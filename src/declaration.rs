@@ -125,6 +125,7 @@ pub struct DeclaredFields {
     /// Whole seconds; see [`Declaration::probe_ttl`].
     pub probe_ttl: Option<u64>,
     /// See [`Declaration::env`].
+    #[serde(default, deserialize_with = "de_env")]
     pub env: Option<BTreeMap<String, String>>,
     /// See [`Declaration::etag`].
     pub etag: Option<EtagBasis>,
@@ -378,10 +379,14 @@ fn de_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SystemTime>,
     enum Raw {
         Seconds(i64),
         Text(String),
+        // A rules file may write the time as a TOML datetime, unquoted.
+        Toml(toml::value::Datetime),
     }
-    let parsed = match Raw::deserialize(d)? {
-        Raw::Seconds(s) => crate::timestamp::from_unix(s),
-        Raw::Text(t) => parse_flexible(&t),
+    let parsed = match Raw::deserialize(d) {
+        Ok(Raw::Seconds(s)) => crate::timestamp::from_unix(s),
+        Ok(Raw::Text(t)) => parse_flexible(&t),
+        Ok(Raw::Toml(t)) => parse_flexible(&t.to_string()),
+        Err(_) => None,
     };
     parsed.map(Some).ok_or_else(|| {
         serde::de::Error::custom(
@@ -450,6 +455,21 @@ fn de_argv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>
         ));
     }
     Ok(Some(argv))
+}
+
+fn de_env<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    let env = BTreeMap::<String, String>::deserialize(d)?;
+    // What the OS could not pass, or would pass as another variable.
+    for (name, value) in &env {
+        if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+            return Err(serde::de::Error::custom(format!(
+                "env: {name:?} cannot be an environment variable (empty, `=` or NUL)"
+            )));
+        }
+    }
+    Ok(Some(env))
 }
 
 fn de_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -549,6 +569,8 @@ mod tests {
             r#"{"session": {"cookies": ["a[b"]}}"#,
             r#"{"session": {"cooky": "x"}}"#,
             r#"{"env": {"A": 1}}"#,
+            r#"{"env": {"A=B": "1"}}"#,
+            r#"{"env": {"": "1"}}"#,
         ] {
             assert!(
                 serde_json::from_str::<DeclaredFields>(bad).is_err(),

@@ -518,6 +518,28 @@ match = "apps/*.cgi"
     }
 
     #[test]
+    fn last_modified_may_be_a_toml_datetime() {
+        let want = crate::timestamp::from_unix(1_714_564_800);
+        for value in [
+            "2024-05-01T12:00:00Z",
+            "\"2024-05-01T12:00:00Z\"",
+            "1714564800",
+        ] {
+            let text = format!("[[rule]]\nmatch = \"*\"\nlast_modified = {value}\n");
+            let rules = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+            let matched = rules.declared_for(Path::new("/etc/site/x")).unwrap();
+            assert_eq!(
+                merge(matched.layers()).declaration.last_modified,
+                want,
+                "{value}"
+            );
+        }
+        // A local time names no instant.
+        let found = positions("[[rule]]\nmatch = \"*\"\nlast_modified = 2024-05-01T12:00:00\n");
+        assert_eq!(found[0].0.map(|p| p.0), Some(3));
+    }
+
+    #[test]
     fn position_counts_lines_and_characters() {
         assert_eq!(position("ab\ncdé\nf", 0), (1, 1));
         assert_eq!(position("ab\ncdé\nf", 3), (2, 1));
