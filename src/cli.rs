@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{cgi, explain, fastcgi, front_end, request::Request, serve};
+use crate::{cgi, check, explain, fastcgi, front_end, request::Request, serve};
 
 /// Answers 304/412 for legacy CGI scripts without running them.
 #[derive(Parser)]
@@ -75,6 +75,11 @@ enum Command {
         upstream: UpstreamArgs,
         #[command(flatten)]
         limits: serve::Limits,
+    },
+    /// Validate a rules file (TOML) or a sidecar (.json), like `nginx -t`.
+    Check {
+        /// The file to check.
+        file: PathBuf,
     },
     /// Show the validators, conditions and decision for a script, without running its body.
     Explain {
@@ -183,6 +188,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             upstream: upstream.into(),
             limits,
         }),
+        Some(Command::Check { file }) => Ok(check::run(&file)),
         Some(Command::Explain {
             script,
             headers,

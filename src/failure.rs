@@ -31,6 +31,14 @@ pub enum Failure {
         /// The I/O or JSON error.
         reason: String,
     },
+    /// The site rules file could not be read or parsed (CGI mode reads it per request).
+    #[error("bad rules file {file}: {reason}")]
+    BadRules {
+        /// The rules file's name (not its full path).
+        file: String,
+        /// The I/O or TOML error, with its line and column.
+        reason: String,
+    },
     /// The script or its interpreter could not be started.
     #[error("could not start {script}: {reason}")]
     SpawnFailed {
@@ -155,7 +163,7 @@ impl Failure {
             Failure::OutsideRoot(_) | Failure::NotExecutable(_) | Failure::SelfShebang(_) => {
                 FailureKind::Refused
             }
-            Failure::BadSidecar { .. } => FailureKind::BadDeclaration,
+            Failure::BadSidecar { .. } | Failure::BadRules { .. } => FailureKind::BadDeclaration,
             Failure::SpawnFailed { .. } | Failure::BadUpstream { .. } => FailureKind::StartFailed,
             Failure::ScriptFailed { .. } | Failure::MalformedHead { .. } => {
                 FailureKind::ScriptFailed
@@ -175,6 +183,7 @@ impl Failure {
             Failure::OutsideRoot(_) | Failure::NotExecutable(_) => 403,
             Failure::SelfShebang(_)
             | Failure::BadSidecar { .. }
+            | Failure::BadRules { .. }
             | Failure::SpawnFailed { .. }
             | Failure::BadUpstream { .. } => 500,
             Failure::ScriptFailed { .. }

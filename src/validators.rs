@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use md5::{Digest, Md5};
 
 use crate::etag::EntityTag;
+use crate::path_template::expand_dependency;
 use crate::regular_file;
 use crate::request::{Request, cookie};
 use crate::sidecar::{SessionConfig, Sidecar};
@@ -86,9 +87,15 @@ pub fn derive(sidecar: &Sidecar, inputs: &Inputs<'_>) -> Derivation {
             time: Some(time),
         });
     }
+    let path_info = inputs.request.var("PATH_INFO").unwrap_or_default();
     for dependency in &sidecar.depends_on {
-        let path = folder.join(dependency);
-        let time = newest_mtime(&path);
+        // `{query.NAME}` / `{path_info}` filled in for this request; a value that cannot name a
+        // file safely makes the dependency missing (explain shows the path as written).
+        let expanded = expand_dependency(dependency, inputs.request.query(), path_info);
+        let time = expanded
+            .as_deref()
+            .and_then(|p| newest_mtime(&folder.join(p)));
+        let path = folder.join(expanded.as_deref().unwrap_or(dependency));
         candidates.push(Candidate {
             source: Source::Dependency(path),
             time,
@@ -332,8 +339,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hc-sess-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = SessionConfig {
-            cookie: "PHPSESSID".into(),
             save_path: dir.clone(),
+            ..SessionConfig::default()
         };
         let sidecar = Sidecar {
             last_modified: Some(at(1000)),
@@ -355,6 +362,36 @@ mod tests {
             one.validators.etag
         );
         assert!(!tag(Some("PHPSESSID=../../etc/passwd")).session_covered);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_depends_on_placeholder_names_the_file_of_this_request() {
+        let dir = std::env::temp_dir().join(format!("hc-tmpl-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::write(dir.join("data/42.txt"), "x").unwrap();
+        let script = dir.join("page.cgi");
+        let sidecar = Sidecar {
+            depends_on: vec![PathBuf::from("data/{query.id}.txt")],
+            feed: true,
+            ..Default::default()
+        };
+        let found = |query: &str| {
+            let d = derive_for(&sidecar, &script, &request(query, None), 4_000_000_000);
+            (
+                d.candidates[0].source.clone(),
+                d.candidates[0].time.is_some(),
+            )
+        };
+        assert_eq!(
+            found("id=42"),
+            (Source::Dependency(dir.join("data/42.txt")), true)
+        );
+        assert_eq!(
+            found("id=../page.cgi"),
+            (Source::Dependency(dir.join("data/{query.id}.txt")), false),
+            "a `..` segment makes the path missing"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

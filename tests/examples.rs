@@ -164,3 +164,59 @@ fn php_session_page_gets_a_new_etag_when_the_session_changes() {
     assert_eq!(after.status, 200, "the session changed, so the ETag did");
     assert!(after.text().contains("visits: 2"));
 }
+
+/// The original library's RSS case on SQLite, as examples/site.toml declares it: the rule's
+/// probe_command asks the database for its newest item, and the feed sends only newer items.
+#[test]
+fn sqlite_feed_probe_command_answers_the_newest_item_and_the_feed_sends_only_newer_ones() {
+    use http_conditional::declaration::merge;
+    use http_conditional::rules::Rules;
+    require("python3").expect("python3");
+    let Some(sqlite3) = require("sqlite3") else {
+        return;
+    };
+    let dir = TempDir::new("ex");
+    let ex = dir.examples();
+    let sql = std::fs::File::open(ex.join("feed-db.sql")).unwrap();
+    let made = std::process::Command::new(&sqlite3)
+        .arg("feed.db")
+        .current_dir(&ex)
+        .stdin(sql)
+        .status()
+        .unwrap();
+    assert!(made.success());
+
+    let rules = Rules::load(&ex.join("site.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let script = std::fs::canonicalize(ex.join("feed-db.cgi")).unwrap();
+    let declared = merge(rules.declared_for(&script).expect("a rule").layers()).declaration;
+    assert!(declared.feed);
+    let argv = declared.probe_command.expect("probe_command");
+    // As the engine will run it: argv, no shell, cwd the script's folder.
+    let out = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .current_dir(script.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer = String::from_utf8(out.stdout).unwrap();
+    let first = answer.lines().next().unwrap_or_default();
+    assert_eq!(
+        http_conditional::timestamp::parse_flexible(first),
+        http_conditional::timestamp::from_unix(1_719_914_400),
+        "{answer:?}"
+    );
+
+    // The feed itself (run through the wrapper: no sidecar yet, so it passes through).
+    let r = Cgi::new(&script)
+        .env("CONDITIONAL_CLIENT_DATE", "1718445600")
+        .run();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.text();
+    assert!(body.contains("Summer fair on the market square"), "{body}");
+    assert!(!body.contains("Library opening hours"), "{body}");
+    assert!(!body.contains("bus timetable"), "{body}");
+}
