@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
-use crate::engine::{self, Engine, Job, RequestBody};
+use crate::engine::{self, DeclarationSource, Engine, Job, RequestBody};
 use crate::request::{Request, percent_decode};
 use crate::response::CgiWriter;
 use crate::runner::{AbortHandle, ErrorOutput, Input};
@@ -184,7 +184,12 @@ pub fn run(options: Options, request: Request) -> ExitCode {
     };
     let abort = AbortHandle::new();
     kill_script_on_termination(&abort);
-    let outcome = Engine::default().handle(&job, &mut body, &relay, &abort, &mut sink);
+    // One request per process: the rules file it names, if any, is read for it alone.
+    let engine = Engine {
+        declarations: DeclarationSource::NamedByRequest,
+        ..Engine::default()
+    };
+    let outcome = engine.handle(&job, &mut body, &relay, &abort, &mut sink);
     if outcome.complete {
         ExitCode::SUCCESS
     } else {

@@ -6,7 +6,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::rules::{MAX_RULES_BYTES, Problem, Rules, RulesError, read_config_file};
+use crate::regular_file;
+use crate::rules::{MAX_RULES_BYTES, Problem, Rules, RulesError};
 use crate::sidecar;
 
 /// What a valid file holds, for the one-line confirmation.
@@ -28,7 +29,7 @@ pub fn check(file: &Path) -> Result<Checked, RulesError> {
         file: file.to_path_buf(),
         problems: vec![Problem { position, message }],
     };
-    let bytes = read_config_file(file, MAX_RULES_BYTES).map_err(|e| fail(None, e.to_string()))?;
+    let bytes = regular_file::read(file, MAX_RULES_BYTES).map_err(|e| fail(None, e.to_string()))?;
     sidecar::parse(&bytes).map_err(|e| {
         // serde_json says "... at line L column C": the position is given apart.
         let message = e.to_string();

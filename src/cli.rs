@@ -59,6 +59,9 @@ enum Command {
         timeout: Option<f64>,
         #[command(flatten)]
         upstream: UpstreamArgs,
+        /// A site rules file (TOML) declaring scripts; re-read on SIGHUP.
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
     },
     /// Serve the scripts under a folder over HTTP/1.1, to try sidecars without a web server.
     Serve {
@@ -73,6 +76,9 @@ enum Command {
         timeout: Option<f64>,
         #[command(flatten)]
         upstream: UpstreamArgs,
+        /// A site rules file (TOML) declaring scripts; re-read on SIGHUP.
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
         #[command(flatten)]
         limits: serve::Limits,
     },
@@ -97,6 +103,9 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// A site rules file (TOML) the script may be declared by.
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
     },
 }
 
@@ -167,6 +176,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             queue_timeout,
             timeout,
             upstream,
+            rules,
         }) => fastcgi::run(fastcgi::Options {
             root,
             listen,
@@ -174,18 +184,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             queue_timeout,
             timeout,
             upstream: upstream.into(),
+            rules,
         }),
         Some(Command::Serve {
             root,
             listen,
             timeout,
             upstream,
+            rules,
             limits,
         }) => serve::run(serve::Options {
             root,
             listen,
             timeout,
             upstream: upstream.into(),
+            rules,
             limits,
         }),
         Some(Command::Check { file }) => Ok(check::run(&file)),
@@ -195,12 +208,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             method,
             query,
             json,
+            rules,
         }) => explain::run(explain::Options {
             script,
             headers,
             method,
             query,
             json,
+            rules,
         }),
     }
 }

@@ -1,23 +1,27 @@
 //! The engine: one request in, one response out, whichever front end is serving.
 //!
-//! It resolves the script, loads its sidecar, decides 304/412 without running it when it can,
+//! It resolves the script, asks what is declared for it (rules and sidecar), decides 304/412
+//! without running it when it can,
 //! and otherwise runs it and passes its response on with validators, cache policy and coding.
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::backend::{AbortHandle, ErrorOutput};
 use crate::cache_policy::CachePolicy;
+use crate::declaration::{Declaration, Privacy};
+use crate::declarations::Declarations;
 use crate::delivery::{Exchange, Progress, finish_silently, send, start};
 use crate::encoding::{self, Coding};
 use crate::failure::Failure;
 use crate::log;
 use crate::preconditions::{self, Decision};
+use crate::probe_cache::{ProbeCache, ProbeError, ProbeKey, Served};
 use crate::request::{Conditions, Request};
 use crate::response::{ResponseHead, ResponseSink};
 use crate::script::Script;
-use crate::sidecar::{self, Privacy, Sidecar};
 use crate::timestamp::{format_http_date, unix_seconds};
 use crate::validators::{self, Derivation, Inputs};
 
@@ -55,9 +59,29 @@ pub struct Engine {
     /// as nginx does, where no server in front would redirect internally (FastCGI, serve);
     /// false leaves it to the server (CGI mode: Apache redirects internally).
     pub found_for_local_redirects: bool,
+    /// Where declarations come from.
+    pub declarations: DeclarationSource,
+    /// Probe answers kept for a declaration's `probe_ttl` (long-running modes).
+    pub probe_cache: Option<Arc<ProbeCache<SystemTime>>>,
     /// What scripts run on: processes (capped by `--max-children`; answers given without
     /// running a script need no slot) or FastCGI applications.
     pub backends: Backends,
+}
+
+/// Where the engine finds what is declared for a script.
+#[derive(Debug, Clone)]
+pub enum DeclarationSource {
+    /// Sidecars, and the rules file loaded at start-up if any (`--rules`, re-read on SIGHUP).
+    Loaded(Arc<Declarations>),
+    /// Sidecars, and the rules file each request names in `CONDITIONAL_RULES` (CGI mode, one
+    /// request per process).
+    NamedByRequest,
+}
+
+impl Default for DeclarationSource {
+    fn default() -> Self {
+        DeclarationSource::Loaded(Arc::new(Declarations::sidecars_only()))
+    }
 }
 
 /// What the wrapper adds to a declared script's 200 and 304 (`explain` prints it).
@@ -66,11 +90,19 @@ pub struct Representation {
     pub derivation: Derivation,
     /// Cache-Control and Expires (privacy already forced for feed and session mode).
     pub policy: CachePolicy,
-    /// The sidecar's `compress`.
+    /// The declaration's `compress`.
     pub compress: bool,
 }
 
 impl Engine {
+    /// The declarations loaded at start-up, for a front end to re-read them on SIGHUP.
+    pub fn loaded_declarations(&self) -> Option<&Arc<Declarations>> {
+        match &self.declarations {
+            DeclarationSource::Loaded(declarations) => Some(declarations),
+            DeclarationSource::NamedByRequest => None,
+        }
+    }
+
     /// Answers one request. Never fails: errors become their status (the contract's table),
     /// or, once the head is out, an incomplete outcome.
     pub fn handle(
@@ -141,10 +173,19 @@ impl Engine {
     fn respond(&self, job: &Job<'_>, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> {
         let named = job.script.as_deref().ok_or(Failure::NoScript)?;
         let script = Script::resolve(named, self.root.as_deref())?;
-        let sidecar = sidecar::load(&script.path)?;
-        let plan = plan(job, script, sidecar.as_ref(), &self.backends)?;
-        let result = match sidecar {
-            Some(sidecar) => declared(&plan, &sidecar, ex),
+        let found = match &self.declarations {
+            DeclarationSource::Loaded(declarations) => declarations.declared_for(&script)?,
+            DeclarationSource::NamedByRequest => {
+                Declarations::for_cgi(job.request)?.declared_for(&script)?
+            }
+        };
+        let declaration = found.map(|d| d.declaration);
+        let plan = plan(job, script, declaration.as_ref(), &self.backends)?;
+        let probes = Probes {
+            cache: self.probe_cache.as_deref(),
+        };
+        let result = match &declaration {
+            Some(declaration) => declared(&plan, declaration, &probes, ex),
             None => pass_through(&plan, ex),
         };
         ex.progress.runs = plan.runs();
@@ -154,13 +195,19 @@ impl Engine {
 
 /// A declared script: 304/412 without running it when the conditions allow, else its 200 with
 /// the wrapper's validators, policy and coding.
-fn declared(plan: &Plan, sidecar: &Sidecar, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> {
+fn declared(
+    plan: &Plan,
+    declaration: &Declaration,
+    probes: &Probes<'_>,
+    ex: &mut Exchange<'_>,
+) -> Result<Outcome, Failure> {
     let request = ex.request;
     let now = SystemTime::now();
     let method = request.method();
     let conditions = Conditions::from_request(request, now);
-    let representation = represent(plan, sidecar, request, ex.errors, ex.abort, now)?;
-    let coding = if sidecar.compress {
+    let probe = probes.answer(plan, declaration, request, ex.errors, ex.abort)?;
+    let representation = representation_at(plan, declaration, request, probe, now);
+    let coding = if declaration.compress {
         encoding::negotiate(request.header("HTTP_ACCEPT_ENCODING"))
     } else {
         Coding::Identity
@@ -184,7 +231,7 @@ fn declared(plan: &Plan, sidecar: &Sidecar, ex: &mut Exchange<'_>) -> Result<Out
         Decision::Proceed => {}
     }
     let mut extra = Vec::new();
-    if sidecar.feed {
+    if declaration.feed {
         let client_date = conditions
             .if_modified_since
             .value()
@@ -209,11 +256,12 @@ fn declared(plan: &Plan, sidecar: &Sidecar, ex: &mut Exchange<'_>) -> Result<Out
             let probed = if method.is_get_or_head() {
                 Ok(representation.derivation.probe_answer())
             } else {
-                probe_answer(plan, sidecar, request, ex.errors, ex.abort)
+                // After a change, a fresh answer: never one kept from before it.
+                Probes::default().answer(plan, declaration, request, ex.errors, ex.abort)
             };
             match probed {
                 Ok(probe) => {
-                    fresh = representation_at(plan, sidecar, request, probe, SystemTime::now());
+                    fresh = representation_at(plan, declaration, request, probe, SystemTime::now());
                     &fresh
                 }
                 Err(failure) => {
@@ -267,41 +315,72 @@ impl Representation {
 /// Validators and policy of a declared script at `now` (running the probe when asked).
 pub fn represent(
     plan: &Plan,
-    sidecar: &Sidecar,
+    declaration: &Declaration,
     request: &Request,
     errors: &ErrorOutput,
     abort: &AbortHandle,
     now: SystemTime,
 ) -> Result<Representation, Failure> {
-    let probe = probe_answer(plan, sidecar, request, errors, abort)?;
-    Ok(representation_at(plan, sidecar, request, probe, now))
+    let probe = Probes::default().answer(plan, declaration, request, errors, abort)?;
+    Ok(representation_at(plan, declaration, request, probe, now))
 }
 
-/// The probe's answer, when the declaration asks for one.
-fn probe_answer(
-    plan: &Plan,
-    sidecar: &Sidecar,
-    request: &Request,
-    errors: &ErrorOutput,
-    abort: &AbortHandle,
-) -> Result<Option<SystemTime>, Failure> {
-    if sidecar.probe {
-        probe(plan, request, errors, abort).map(Some)
-    } else {
-        Ok(None)
+/// How probe answers are had: run each time, or kept for the declaration's `probe_ttl`.
+#[derive(Default)]
+struct Probes<'a> {
+    cache: Option<&'a ProbeCache<SystemTime>>,
+}
+
+impl Probes<'_> {
+    /// The probe's answer, when the declaration asks for one. With a `probe_ttl` and a cache,
+    /// an answer is reused per script, query string and PATH_INFO, and concurrent requests for
+    /// the same key share one run.
+    fn answer(
+        &self,
+        plan: &Plan,
+        declaration: &Declaration,
+        request: &Request,
+        errors: &ErrorOutput,
+        abort: &AbortHandle,
+    ) -> Result<Option<SystemTime>, Failure> {
+        if !declaration.probe {
+            return Ok(None);
+        }
+        let Some(cache) = self.cache.filter(|_| !declaration.probe_ttl.is_zero()) else {
+            return probe(plan, request, errors, abort).map(Some);
+        };
+        let key = ProbeKey {
+            script: plan.script.real_path.clone(),
+            query: request.query().to_vec(),
+            path_info: request.var("PATH_INFO").unwrap_or_default().to_vec(),
+        };
+        let run = || probe(plan, request, errors, abort);
+        match cache.get_or_run(&key, declaration.probe_ttl, plan.timeout, run) {
+            Ok((answer, served)) => {
+                if served != Served::Ran {
+                    plan.note_probe_reused();
+                }
+                Ok(Some(answer))
+            }
+            Err(ProbeError::Failed(failure)) => Err(failure),
+            Err(other) => Err(Failure::ProbeFailed {
+                script: plan.script.name.clone(),
+                reason: other.to_string(),
+            }),
+        }
     }
 }
 
 /// Validators and policy of a declared script at `now`, with the probe's answer given.
 fn representation_at(
     plan: &Plan,
-    sidecar: &Sidecar,
+    declaration: &Declaration,
     request: &Request,
     probe: Option<SystemTime>,
     now: SystemTime,
 ) -> Representation {
     let derivation = validators::derive(
-        sidecar,
+        declaration,
         &Inputs {
             script: &plan.script.path,
             request,
@@ -309,19 +388,19 @@ fn representation_at(
             now,
         },
     );
-    let forced_private = sidecar.feed || derivation.session_covered;
+    let forced_private = declaration.feed || derivation.session_covered;
     let policy = CachePolicy {
-        seconds: sidecar.cache_seconds,
+        seconds: declaration.cache_seconds,
         privacy: if forced_private {
             Privacy::Private
         } else {
-            sidecar.cache_privacy
+            declaration.cache_privacy
         },
     };
     Representation {
         derivation,
         policy,
-        compress: sidecar.compress,
+        compress: declaration.compress,
     }
 }
 

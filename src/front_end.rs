@@ -6,12 +6,15 @@
 use std::fmt::Display;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::backend::fastcgi_client::{Address, PoolConfig, Upstreams};
-use crate::engine::{Backends, text_head};
+use crate::declarations::Declarations;
+use crate::engine::{Backends, DeclarationSource, Engine, text_head};
+use crate::probe_cache::ProbeCache;
 use crate::response::ResponseHead;
 use crate::sidecar::parse_timeout_seconds;
 use crate::slots::Slots;
@@ -85,7 +88,7 @@ pub fn backends(
         .context("--upstream-idle-timeout must be a non-negative number of seconds")?;
     Ok(Backends {
         slots: Some(Slots::new(max_children, queue_timeout)),
-        upstreams: std::sync::Arc::new(Upstreams::new(PoolConfig {
+        upstreams: Arc::new(Upstreams::new(PoolConfig {
             max_connections: max_children,
             keep_idle: options.keep,
             idle_timeout,
@@ -93,6 +96,46 @@ pub fn backends(
         })),
         upstream: options.upstream.clone(),
     })
+}
+
+/// The declarations a long-running mode serves from: sidecars, and `--rules` loaded now (a file
+/// that fails is an error at start-up, each problem with its line and column).
+pub fn declarations(rules: Option<&Path>) -> anyhow::Result<Arc<Declarations>> {
+    Ok(Arc::new(match rules {
+        Some(path) => Declarations::with_rules(path).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Declarations::sidecars_only(),
+    }))
+}
+
+/// The engine of a long-running mode: `root`, its declarations, a probe-answer cache for
+/// `probe_ttl`, local redirects answered 302 (no server in front redirects internally).
+pub fn engine(root: PathBuf, declarations: &Arc<Declarations>, backends: Backends) -> Engine {
+    Engine {
+        root: Some(root),
+        found_for_local_redirects: true,
+        declarations: DeclarationSource::Loaded(Arc::clone(declarations)),
+        probe_cache: Some(Arc::new(ProbeCache::default())),
+        backends,
+    }
+}
+
+/// Re-reads the rules file on every SIGHUP; a file that fails keeps the rules in use and the
+/// log says why. Must run inside the runtime.
+pub fn reload_rules_on_sighup(declarations: Arc<Declarations>) -> anyhow::Result<()> {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("watching SIGHUP")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match declarations.reload() {
+                Ok(count) if declarations.rules().is_some() => {
+                    log(format_args!("SIGHUP: rules re-read, {count} rule(s)"))
+                }
+                Ok(_) => log("SIGHUP: no --rules to re-read"),
+                Err(e) => log(format_args!("SIGHUP: rules kept, the file fails:\n{e}")),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// A short plain-text answer given outside the engine, with the same head as the engine's own

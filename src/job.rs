@@ -85,8 +85,10 @@ impl fmt::Display for Answer {
 pub struct Runs {
     /// The page itself (0 or 1).
     pub page: u32,
-    /// Probe runs (the script with CONDITIONAL_PROBE=1).
+    /// Probe runs (the script with CONDITIONAL_PROBE=1, or the declaration's probe command).
     pub probes: u32,
+    /// Probe answers reused from the `probe_ttl` cache or another request's run.
+    pub probes_reused: u32,
     /// What ran them: `process` or `fastcgi`; `None` when nothing ran.
     pub backend: Option<&'static str>,
 }

@@ -15,11 +15,11 @@ use crate::backend::{
     AbortHandle, Backend, Ended, ErrorOutput, Input, RunError, ScriptCall, ScriptRun, read_to_end,
 };
 use crate::cgi_head::{self, HeadParse};
+use crate::declaration::{self, Declaration};
 use crate::failure::Failure;
 use crate::job::{Job, Runs};
 use crate::request::{Method, Request};
 use crate::script::{Interpreter, Script};
-use crate::sidecar::{self, Sidecar};
 use crate::slots::Slots;
 use crate::timestamp::parse_flexible;
 
@@ -64,30 +64,34 @@ pub struct Plan {
     pub(crate) timeout: Duration,
     /// What runs it.
     backend: Box<dyn Backend>,
+    /// What runs its probe when the declaration names a `probe_command` (else `backend`).
+    probe_backend: Option<Box<dyn Backend>>,
+    /// The declaration's `env`: added to the script's environment, replacing the request's.
+    declared_env: Vec<(String, OsString)>,
     /// Scripts started so far for this request.
     runs: Cell<Runs>,
 }
 
-/// Resolves the backend, interpreter, timeout and environment (sidecar first, then the
+/// Resolves the backend, interpreter, timeout and environment (declaration first, then the
 /// command line and front end, then the server's environment).
 pub fn plan(
     job: &Job<'_>,
     script: Script,
-    sidecar: Option<&Sidecar>,
+    declaration: Option<&Declaration>,
     backends: &Backends,
 ) -> Result<Plan, Failure> {
     let request = job.request;
-    let timeout = sidecar
+    let timeout = declaration
         .and_then(|s| s.timeout)
         .or(job.timeout)
         .or_else(|| {
             request
                 .var_str("CONDITIONAL_TIMEOUT")
                 .and_then(|t| t.trim().parse().ok())
-                .and_then(sidecar::parse_timeout_seconds)
+                .and_then(declaration::parse_timeout_seconds)
         })
         .unwrap_or(DEFAULT_TIMEOUT);
-    let upstream = sidecar
+    let upstream = declaration
         .and_then(|s| s.upstream.clone())
         .or_else(|| backends.upstream.clone())
         .or_else(|| request.var_str("CONDITIONAL_UPSTREAM").map(str::to_string))
@@ -99,8 +103,27 @@ pub fn plan(
                 .upstreams
                 .backend(&address, request.method().is_get_or_head())?,
         ),
-        None => Box::new(process_backend(job, &script, sidecar, backends)?),
+        None => Box::new(process_backend(job, &script, declaration, backends)?),
     };
+    // A probe command is argv, no shell, run in the script's folder like the script itself.
+    let probe_backend = match declaration.and_then(|d| d.probe_command.as_deref()) {
+        Some([program, args @ ..]) => Some(Box::new(ProcessBackend {
+            program: program.into(),
+            args: args.iter().map(OsString::from).collect(),
+            cwd: script.folder().to_path_buf(),
+            slots: backends.slots.clone(),
+            name: script.name.clone(),
+        }) as Box<dyn Backend>),
+        _ => None,
+    };
+    let declared_env = declaration
+        .map(|d| {
+            d.env
+                .iter()
+                .map(|(k, v)| (k.clone(), OsString::from(v)))
+                .collect()
+        })
+        .unwrap_or_default();
     let base_env = job
         .base_env
         .iter()
@@ -112,16 +135,18 @@ pub fn plan(
         base_env,
         timeout,
         backend,
+        probe_backend,
+        declared_env,
         runs: Cell::new(Runs::default()),
     })
 }
 
-/// The script as a program: its interpreter (command line, sidecar, server environment) or
+/// The script as a program: its interpreter (command line, declaration, server environment) or
 /// its own shebang.
 fn process_backend(
     job: &Job<'_>,
     script: &Script,
-    sidecar: Option<&Sidecar>,
+    declaration: Option<&Declaration>,
     backends: &Backends,
 ) -> Result<ProcessBackend, Failure> {
     let request = job.request;
@@ -129,7 +154,7 @@ fn process_backend(
         .interpreter
         .clone()
         .or_else(|| {
-            sidecar
+            declaration
                 .and_then(|s| s.interpreter.as_deref())
                 .and_then(Interpreter::parse)
         })
@@ -161,15 +186,28 @@ impl Plan {
     /// its real path (under Apache `Action` it named the wrapper, and php-cgi opens it), and
     /// HEAD runs as GET so the headers match.
     fn env_for(&self, request: &Request, extra: &[(&str, OsString)]) -> Vec<(OsString, OsString)> {
-        let mut extra = extra.to_vec();
+        // The declaration's variables first: the call's and the wrapper's own replace them.
+        let mut vars: Vec<(&str, OsString)> = self
+            .declared_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let mut set = |name: &'static str, value: OsString| {
+            vars.retain(|(n, _)| *n != name);
+            vars.push((name, value));
+        };
         let real_path = self.script.real_path.clone().into_os_string();
-        extra.push(("SCRIPT_FILENAME", real_path.clone()));
-        extra.push((WRAPPED_MARK, real_path));
+        set("SCRIPT_FILENAME", real_path.clone());
+        set(WRAPPED_MARK, real_path);
         if request.method() == Method::Head {
-            extra.push(("REQUEST_METHOD", "GET".into()));
+            set("REQUEST_METHOD", "GET".into());
+        }
+        for (name, value) in extra {
+            vars.retain(|(n, _)| n != name);
+            vars.push((name, value.clone()));
         }
         let mut env = self.base_env.clone();
-        env.extend(request.script_env(&extra));
+        env.extend(request.script_env(&vars));
         env
     }
 
@@ -187,17 +225,28 @@ impl Plan {
             env: &env,
             timeout: self.timeout,
         };
-        let run = self.backend.start(&call, input, errors, abort)?;
-        let mut runs = self.runs.get();
         let probe = extra.iter().any(|(name, _)| *name == PROBE_MARK);
+        let backend = match &self.probe_backend {
+            Some(command) if probe => command,
+            _ => &self.backend,
+        };
+        let run = backend.start(&call, input, errors, abort)?;
+        let mut runs = self.runs.get();
         if probe {
             runs.probes += 1;
         } else {
             runs.page += 1;
         }
-        runs.backend = Some(self.backend.kind());
+        runs.backend = Some(backend.kind());
         self.runs.set(runs);
         Ok(run)
+    }
+
+    /// Notes a probe answer reused instead of run.
+    pub(crate) fn note_probe_reused(&self) {
+        let mut runs = self.runs.get();
+        runs.probes_reused += 1;
+        self.runs.set(runs);
     }
 
     /// Scripts started so far for this request.

@@ -3,9 +3,7 @@
 //! beside each script. Loaded and compiled once; asked per request by the script's real path.
 
 use std::fmt;
-use std::io::Read;
 use std::ops::Range;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -14,9 +12,10 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::declaration::{DeclaredFields, Origin, RuleRef};
+use crate::regular_file;
 
 /// Rules files larger than this are refused: they are hand-written configuration, not data.
-pub const MAX_RULES_BYTES: u64 = 1024 * 1024;
+pub const MAX_RULES_BYTES: usize = regular_file::LIMIT;
 
 /// A loaded rules file: `[defaults]` and the ordered `[[rule]]`s, their globs compiled once.
 #[derive(Debug)]
@@ -101,7 +100,7 @@ impl Rules {
                 message,
             }],
         };
-        let bytes = read_config_file(path, MAX_RULES_BYTES).map_err(|e| fail(e.to_string()))?;
+        let bytes = regular_file::read(path, MAX_RULES_BYTES).map_err(|e| fail(e.to_string()))?;
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -338,45 +337,6 @@ pub fn position(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
-// TODO(merge): use regular_file
-/// Reads a configuration file without ever blocking: opened non-blocking (a FIFO with no
-/// writer would otherwise hang the open), checked on the open descriptor to be a regular file,
-/// at most `limit` bytes.
-pub(crate) fn read_config_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Error, ErrorKind};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)?;
-    let kind = file.metadata()?.file_type();
-    if !kind.is_file() {
-        let what = if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_dir() {
-            "a folder"
-        } else if kind.is_socket() {
-            "a socket"
-        } else if kind.is_char_device() || kind.is_block_device() {
-            "a device"
-        } else {
-            "not a regular file"
-        };
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!("{what}, not a regular file"),
-        ));
-    }
-    let mut bytes = Vec::new();
-    file.take(limit + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            format!("larger than {limit} bytes"),
-        ));
-    }
-    Ok(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,10 +567,10 @@ match = "apps/*.cgi"
         let err = Rules::load(&fifo).unwrap_err().to_string();
         assert!(err.contains("FIFO"), "{err}");
         let big = dir.join("big.toml");
-        std::fs::write(&big, vec![b'#'; MAX_RULES_BYTES as usize + 1]).unwrap();
+        std::fs::write(&big, vec![b'#'; MAX_RULES_BYTES + 1]).unwrap();
         let err = Rules::load(&big).unwrap_err().to_string();
         assert!(err.contains("larger than"), "{err}");
-        std::fs::write(&big, vec![b'#'; MAX_RULES_BYTES as usize]).unwrap();
+        std::fs::write(&big, vec![b'#'; MAX_RULES_BYTES]).unwrap();
         assert!(Rules::load(&big).unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }

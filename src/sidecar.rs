@@ -7,9 +7,6 @@ pub use crate::declaration::{Privacy, SessionConfig, parse_timeout_seconds};
 use crate::failure::Failure;
 use crate::regular_file;
 
-/// Today's name for a resolved declaration, kept until the engine asks [`crate::declarations`].
-pub type Sidecar = Declaration;
-
 /// The sidecar's path for a script: `article.cgi` → `article.cgi.conditional.json`.
 pub fn sidecar_path(script: &Path) -> PathBuf {
     let mut name = script.as_os_str().to_owned();
@@ -18,7 +15,7 @@ pub fn sidecar_path(script: &Path) -> PathBuf {
 }
 
 /// Loads the sidecar next to `script`, resolved on its own (no site rules).
-pub fn load(script: &Path) -> Result<Option<Sidecar>, Failure> {
+pub fn load(script: &Path) -> Result<Option<Declaration>, Failure> {
     Ok(load_fields(script)?.map(DeclaredFields::resolve))
 }
 
@@ -52,7 +49,7 @@ pub fn load_fields(script: &Path) -> Result<Option<DeclaredFields>, Failure> {
 mod tests {
     use super::*;
 
-    fn parsed(json: &str) -> Result<Sidecar, serde_json::Error> {
+    fn parsed(json: &str) -> Result<Declaration, serde_json::Error> {
         parse(json.as_bytes()).map(DeclaredFields::resolve)
     }
 

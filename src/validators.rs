@@ -6,11 +6,11 @@ use std::time::SystemTime;
 
 use md5::{Digest, Md5};
 
+use crate::declaration::{Declaration, SessionConfig};
 use crate::etag::EntityTag;
 use crate::path_template::expand_dependency;
 use crate::regular_file;
 use crate::request::{Request, cookie};
-use crate::sidecar::{SessionConfig, Sidecar};
 use crate::timestamp::{truncate_to_second, unix_seconds};
 
 /// A folder dependency is walked at most this deep and this wide; beyond it, the folder's own
@@ -78,7 +78,7 @@ pub struct Inputs<'a> {
 }
 
 /// Computes Last-Modified (newest source, clamped to now) and the ETag of a declared script.
-pub fn derive(sidecar: &Sidecar, inputs: &Inputs<'_>) -> Derivation {
+pub fn derive(sidecar: &Declaration, inputs: &Inputs<'_>) -> Derivation {
     let folder = inputs.script.parent().unwrap_or(Path::new("/"));
     let mut candidates = Vec::new();
     if let Some(time) = sidecar.last_modified {
@@ -254,7 +254,7 @@ mod tests {
         Request::new(vars)
     }
 
-    fn derive_for(sidecar: &Sidecar, script: &Path, req: &Request, now: u64) -> Derivation {
+    fn derive_for(sidecar: &Declaration, script: &Path, req: &Request, now: u64) -> Derivation {
         derive(
             sidecar,
             &Inputs {
@@ -272,7 +272,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let script = dir.join("s.cgi");
         std::fs::write(&script, "x").unwrap();
-        let sidecar = Sidecar {
+        let sidecar = Declaration {
             last_modified: Some(at(4_000_000_000)),
             ..Default::default()
         };
@@ -280,7 +280,7 @@ mod tests {
         assert!(d.clamped);
         assert_eq!(d.validators.last_modified, Some(at(3_000_000_000)));
 
-        let feed = Sidecar {
+        let feed = Declaration {
             last_modified: Some(at(1000)),
             feed: true,
             ..Default::default()
@@ -296,13 +296,13 @@ mod tests {
 
     #[test]
     fn etag_changes_with_query_time_and_path() {
-        let sidecar = Sidecar {
+        let sidecar = Declaration {
             last_modified: Some(at(1000)),
             feed: true,
             ..Default::default()
         };
         let a = Path::new("/nonexistent/a.cgi");
-        let tag = |p: &Path, q: &str, s: &Sidecar| {
+        let tag = |p: &Path, q: &str, s: &Declaration| {
             derive_for(s, p, &request(q, None), 5000)
                 .validators
                 .etag
@@ -312,7 +312,7 @@ mod tests {
         assert_eq!(base, tag(a, "x=1", &sidecar));
         assert_ne!(base, tag(a, "x=2", &sidecar));
         assert_ne!(base, tag(Path::new("/nonexistent/b.cgi"), "x=1", &sidecar));
-        let later = Sidecar {
+        let later = Declaration {
             last_modified: Some(at(1001)),
             ..sidecar.clone()
         };
@@ -321,7 +321,7 @@ mod tests {
 
     #[test]
     fn no_source_means_no_validators() {
-        let sidecar = Sidecar {
+        let sidecar = Declaration {
             feed: true,
             ..Default::default()
         };
@@ -342,7 +342,7 @@ mod tests {
             save_path: dir.clone(),
             ..SessionConfig::default()
         };
-        let sidecar = Sidecar {
+        let sidecar = Declaration {
             last_modified: Some(at(1000)),
             feed: true,
             session: Some(config),
@@ -371,7 +371,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("data")).unwrap();
         std::fs::write(dir.join("data/42.txt"), "x").unwrap();
         let script = dir.join("page.cgi");
-        let sidecar = Sidecar {
+        let sidecar = Declaration {
             depends_on: vec![PathBuf::from("data/{query.id}.txt")],
             feed: true,
             ..Default::default()

@@ -116,7 +116,7 @@ fn a_fifo_is_refused_without_hanging() {
         assert!(made.success());
         // No writer ever opens it: a blocking open would wait forever.
         let stderr = refused(&fifo);
-        assert!(stderr.contains("a FIFO, not a regular file"), "{stderr}");
+        assert!(stderr.contains("not a regular file but a FIFO"), "{stderr}");
     }
     let stderr = refused(&dir.join("missing.toml"));
     assert!(stderr.contains("missing.toml"), "{stderr}");

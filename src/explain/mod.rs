@@ -20,6 +20,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::cgi_head::is_token_char;
+use crate::declaration::Origin;
+use crate::declarations::Declarations;
 use crate::encoding::{self, Coding};
 use crate::engine::{self, Job};
 use crate::front_end;
@@ -28,7 +30,7 @@ use crate::request::{Conditions, Request};
 use crate::response::ResponseHead;
 use crate::runner::{AbortHandle, ErrorOutput};
 use crate::script::Script;
-use crate::sidecar::{self, sidecar_path};
+use crate::sidecar::sidecar_path;
 use crate::timestamp::{format_http_date, unix_seconds};
 use crate::validators::{Candidate, Source};
 
@@ -48,6 +50,8 @@ pub struct Options {
     pub query: String,
     /// JSON output.
     pub json: bool,
+    /// `--rules FILE`: the site rules file the script may be declared by.
+    pub rules: Option<PathBuf>,
 }
 
 /// A point in time, as an HTTP-date and as unix seconds.
@@ -131,10 +135,14 @@ pub struct Report {
     pub script: String,
     /// Its real path.
     pub real_path: String,
-    /// A sidecar declares it.
+    /// A rule or a sidecar declares it.
     pub declared: bool,
-    /// The sidecar's path when declared.
+    /// The sidecar's path, when one sits next to the script.
     pub sidecar: Option<String>,
+    /// The rule that applied: `rule N (match "PATTERN", line L) of FILE`.
+    pub rule: Option<String>,
+    /// Where each declared field came from: `default`, `rules [defaults]`, `rule N`, `sidecar`.
+    pub fields: Vec<(String, String)>,
     /// The request explained.
     pub request: RequestReport,
     /// The time the explanation was made.
@@ -184,6 +192,16 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Where a field came from, as explain prints it.
+fn origin_text(origin: &Origin) -> String {
+    match origin {
+        Origin::Default => "default".into(),
+        Origin::RulesDefault => "rules [defaults]".into(),
+        Origin::Rule(rule) => format!("rule {}", rule.number),
+        Origin::Sidecar => "sidecar".into(),
+    }
+}
+
 /// Gathers the explanation.
 pub fn explain(options: &Options) -> anyhow::Result<Report> {
     let headers = parse_headers(&options.headers)?;
@@ -196,7 +214,33 @@ pub fn explain(options: &Options) -> anyhow::Result<Report> {
     let named = std::path::absolute(&options.script)?;
     let script = Script::resolve(&named, None)?;
     let request = build_request(&script, &method_name, &options.query, &headers);
-    let sidecar = sidecar::load(&script.path)?;
+    let declarations = match &options.rules {
+        Some(path) => Declarations::with_rules(path).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Declarations::sidecars_only(),
+    };
+    let found = declarations.declared_for(&script)?;
+    let rules_file = declarations.rules().map(|r| display(r.file()));
+    let rule = found.as_ref().and_then(|d| d.rule.as_ref()).map(|r| {
+        format!(
+            "rule {} (match {:?}, line {}) of {}",
+            r.number,
+            r.pattern,
+            r.line,
+            rules_file.as_deref().unwrap_or_default()
+        )
+    });
+    let fields = found
+        .as_ref()
+        .map(|d| {
+            d.provenance
+                .iter()
+                .map(|(field, origin)| (field.name().to_string(), origin_text(origin)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let sidecar_file = sidecar_path(&script.path);
+    let sidecar_present = sidecar_file.exists();
+    let sidecar = found.map(|d| d.declaration);
     let now = SystemTime::now();
     let method = request.method();
     let conditions = Conditions::from_request(&request, now);
@@ -204,9 +248,9 @@ pub fn explain(options: &Options) -> anyhow::Result<Report> {
         script: display(&script.path),
         real_path: display(&script.real_path),
         declared: sidecar.is_some(),
-        sidecar: sidecar
-            .as_ref()
-            .map(|_| display(&sidecar_path(&script.path))),
+        sidecar: sidecar_present.then(|| display(&sidecar_file)),
+        rule,
+        fields,
         request: RequestReport {
             method: method_name,
             query: options.query.clone(),

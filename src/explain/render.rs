@@ -12,15 +12,32 @@ pub fn text(report: &Report) -> String {
     if report.real_path != report.script {
         let _ = writeln!(w, "Real path  {}", report.real_path);
     }
+    if let Some(rule) = &report.rule {
+        let _ = writeln!(w, "Rule       {rule}");
+    }
     match &report.sidecar {
         Some(path) => {
-            let _ = writeln!(w, "Sidecar    {path} (declared)");
+            let _ = writeln!(w, "Sidecar    {path}");
+        }
+        None if report.declared => {
+            let _ = writeln!(w, "Sidecar    none");
         }
         None => {
             let _ = writeln!(
                 w,
-                "Sidecar    none (pass-through: the script runs on every request)"
+                "Sidecar    none, and no rule (pass-through: the script runs on every request)"
             );
+        }
+    }
+    if report.declared {
+        let set: Vec<String> = report
+            .fields
+            .iter()
+            .filter(|(_, origin)| origin != "default")
+            .map(|(field, origin)| format!("{field} ({origin})"))
+            .collect();
+        if !set.is_empty() {
+            let _ = writeln!(w, "Declared   {}", set.join(", "));
         }
     }
     let request = &report.request;

@@ -45,6 +45,8 @@ pub struct Options {
     pub timeout: Option<f64>,
     /// FastCGI applications scripts are forwarded to.
     pub upstream: front_end::UpstreamOptions,
+    /// `--rules FILE`: the site rules file, re-read on SIGHUP.
+    pub rules: Option<PathBuf>,
 }
 
 /// Bounds on what one peer may hold; each has a clear outcome when exceeded.
@@ -112,11 +114,11 @@ impl Service {
         let queue_timeout = Duration::try_from_secs_f64(options.queue_timeout)
             .context("--queue-timeout must be a non-negative number of seconds")?;
         Ok(Service {
-            engine: Engine {
-                found_for_local_redirects: true,
-                root: Some(root),
-                backends: front_end::backends(max_children, queue_timeout, &options.upstream)?,
-            },
+            engine: front_end::engine(
+                root,
+                &front_end::declarations(options.rules.as_deref())?,
+                front_end::backends(max_children, queue_timeout, &options.upstream)?,
+            ),
             timeout,
             base_env: front_end::base_env(),
             max_children,
@@ -148,6 +150,9 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
         // Registered before the first accept, so an early SIGTERM is a clean stop too.
         let term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
         let int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+        if let Some(declarations) = service.engine.loaded_declarations() {
+            front_end::reload_rules_on_sighup(Arc::clone(declarations))?;
+        }
         let (stop, stopped) = watch::channel(Stop::Running);
         let signals = tokio::spawn(watch_stop_signals(term, int, stop));
         serve(listener, service, stopped).await;

@@ -53,7 +53,7 @@ fn service(root: &Root) -> Arc<Service> {
         engine: Engine {
             found_for_local_redirects: true,
             root: Some(root.0.clone()),
-            backends: Default::default(),
+            ..Engine::default()
         },
         timeout: None,
         base_env: vec![("PATH".into(), "/usr/bin:/bin".into())],

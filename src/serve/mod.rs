@@ -79,6 +79,8 @@ pub struct Options {
     pub timeout: Option<f64>,
     /// FastCGI applications scripts are forwarded to.
     pub upstream: front_end::UpstreamOptions,
+    /// `--rules FILE`: the site rules file, re-read on SIGHUP.
+    pub rules: Option<PathBuf>,
     /// What clients may hold.
     pub limits: Limits,
 }
@@ -130,12 +132,13 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let scripts = 4 * cpus;
     limits.max_connections = admission::fit_to_descriptors(limits.max_connections, scripts);
+    let declarations = front_end::declarations(options.rules.as_deref())?;
     let state = Arc::new(State {
-        engine: Engine {
-            found_for_local_redirects: true,
-            root: Some(root.clone()),
-            backends: front_end::backends(scripts, SLOT_WAIT, &options.upstream)?,
-        },
+        engine: front_end::engine(
+            root.clone(),
+            &declarations,
+            front_end::backends(scripts, SLOT_WAIT, &options.upstream)?,
+        ),
         root,
         timeout,
         base_env: front_end::base_env(),
@@ -160,6 +163,9 @@ async fn serve(state: Arc<State>, listen: &str) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
+    if let Some(declarations) = state.engine.loaded_declarations() {
+        front_end::reload_rules_on_sighup(Arc::clone(declarations))?;
+    }
     log(format_args!(
         "serving {} on http://{local}/ (Ctrl-C stops)",
         state.root.display()
