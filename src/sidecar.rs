@@ -26,13 +26,56 @@ pub struct SessionConfig {
     pub cookie: String,
     /// The folder holding `sess_<id>` files.
     pub save_path: PathBuf,
+    /// Other cookies that carry a login (`"cookies": ["DW*"]`, globs on the name).
+    pub cookies: CookieGlobs,
 }
+
+/// Globs on cookie names (`DW*`): a login kept in a cookie beside the session's.
+#[derive(Debug, Clone, Default)]
+pub struct CookieGlobs {
+    patterns: Vec<String>,
+    set: globset::GlobSet,
+}
+
+impl CookieGlobs {
+    /// Compiles the globs; an error names the one that does not parse.
+    pub fn new(patterns: Vec<String>) -> Result<CookieGlobs, globset::Error> {
+        let mut builder = globset::GlobSetBuilder::new();
+        for pattern in &patterns {
+            builder.add(globset::Glob::new(pattern)?);
+        }
+        Ok(CookieGlobs {
+            set: builder.build()?,
+            patterns,
+        })
+    }
+
+    /// Whether a cookie of this name is covered.
+    pub fn matches(&self, name: &[u8]) -> bool {
+        !self.patterns.is_empty()
+            && std::str::from_utf8(name).is_ok_and(|name| self.set.is_match(name))
+    }
+
+    /// The globs as written.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+}
+
+impl PartialEq for CookieGlobs {
+    fn eq(&self, other: &Self) -> bool {
+        self.patterns == other.patterns
+    }
+}
+
+impl Eq for CookieGlobs {}
 
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             cookie: "PHPSESSID".into(),
             save_path: PathBuf::from("/var/lib/php/sessions"),
+            cookies: CookieGlobs::default(),
         }
     }
 }
@@ -130,6 +173,8 @@ fn de_session<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SessionCo
     struct Detailed {
         cookie: Option<String>,
         save_path: Option<PathBuf>,
+        #[serde(default)]
+        cookies: Vec<String>,
     }
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -142,9 +187,12 @@ fn de_session<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SessionCo
         Raw::Flag(true) => Some(SessionConfig::default()),
         Raw::Detailed(detail) => {
             let default = SessionConfig::default();
+            let cookies = CookieGlobs::new(detail.cookies)
+                .map_err(|e| serde::de::Error::custom(format!("session.cookies: {e}")))?;
             Some(SessionConfig {
                 cookie: detail.cookie.unwrap_or(default.cookie),
                 save_path: detail.save_path.unwrap_or(default.save_path),
+                cookies,
             })
         }
     })
@@ -206,6 +254,10 @@ mod tests {
             ("SID", Some("/tmp/s"))
         );
         assert!(parse(r#"{"session": false}"#).unwrap().session.is_none());
+        let s = parse(r#"{"session": {"cookie": "DokuWiki", "cookies": ["DW*"]}}"#).unwrap();
+        let globs = s.session.unwrap().cookies;
+        assert!(globs.matches(b"DW3a9f") && !globs.matches(b"DokuWiki"));
+        assert!(parse(r#"{"session": {"cookies": ["DW[" ]}}"#).is_err());
     }
 
     #[test]

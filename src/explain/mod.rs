@@ -194,7 +194,7 @@ pub fn explain(options: &Options) -> anyhow::Result<Report> {
         options.method
     );
     let named = std::path::absolute(&options.script)?;
-    let script = Script::resolve(&named, None)?;
+    let script = Script::resolve(&named, &[])?;
     let request = build_request(&script, &method_name, &options.query, &headers);
     let sidecar = sidecar::load(&script.path)?;
     let now = SystemTime::now();

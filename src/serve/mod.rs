@@ -115,7 +115,7 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
     let state = Arc::new(State {
         engine: Engine {
             found_for_local_redirects: true,
-            root: Some(root.clone()),
+            roots: vec![root.clone()],
             backends: front_end::backends(4 * cpus, SLOT_WAIT, &options.upstream)?,
         },
         root,
