@@ -77,6 +77,10 @@ pub fn page_view(request: &Request) -> Option<ActionPage> {
     })
 }
 
+/// The wrapper's own settings: read on the handler's location only, as the shipped snippets
+/// document, so a `SetEnv CONDITIONAL_TIMEOUT` on a pages' folder stays renamed.
+const WRAPPER_SETTINGS_PREFIX: &[u8] = b"CONDITIONAL_";
+
 /// `REDIRECT_NAME=value` as `NAME=value`, for each name the request does not already carry.
 /// Only one level: `REDIRECT_REDIRECT_X` is a variable from a redirect before Action's.
 fn renamed_back(request: &Request) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -92,6 +96,7 @@ fn renamed_back(request: &Request) -> Vec<(Vec<u8>, Vec<u8>)> {
             let short = name.strip_prefix(b"REDIRECT_")?;
             let taken = short.is_empty()
                 || short.starts_with(b"REDIRECT_")
+                || short.starts_with(WRAPPER_SETTINGS_PREFIX)
                 || request.vars().iter().any(|(n, _)| n == short);
             (!taken).then(|| (short.to_vec(), value.clone()))
         })
@@ -203,6 +208,7 @@ mod tests {
             ("REDIRECT_STATUS", "200"),
             ("REDIRECT_URL", "/git/gitweb.cgi"),
             ("REDIRECT_REDIRECT_OLD", "x"),
+            ("REDIRECT_CONDITIONAL_TIMEOUT", "1"),
         ]);
         let page = page_view(&r).unwrap();
         let vars = &page.request;
@@ -212,7 +218,7 @@ mod tests {
             vars.var_str("REDIRECT_GITWEB_CONFIG"),
             Some("/srv/gitweb.conf")
         );
-        for absent in ["STATUS", "URL", "REDIRECT_OLD"] {
+        for absent in ["STATUS", "URL", "REDIRECT_OLD", "CONDITIONAL_TIMEOUT"] {
             assert_eq!(vars.var(absent), None, "{absent}");
         }
     }

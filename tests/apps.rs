@@ -1,0 +1,409 @@
+//! Real legacy apps nobody here wrote, from Debian's packages, behind every front end: gitweb
+//! (Perl CGI) behind Apache `Action`, a shebang and mod_proxy_fcgi, and behind nginx with the
+//! FastCGI responder; DokuWiki (PHP) through `Action` and behind nginx.
+//!
+//! Each page is compared byte for byte with the same server running the app bare (mod_cgid),
+//! the app's runs are counted (it logs each start to a file), and its data changes through
+//! the app's own means (a git push, the wiki's edit form). Under `CI=true` a missing server or
+//! package fails; elsewhere these tests are skipped.
+
+mod apache_support;
+mod common;
+mod fastcgi_support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use apache_support::{Apache, Listen, Mpm, Req, Resp, Responder};
+use common::TempDir;
+
+/// Debian's gitweb package.
+const GITWEB: &str = "/usr/share/gitweb";
+/// The site both servers answer as, so gitweb's absolute links agree.
+const SITE_HOST: &str = "git.example.test";
+/// The installed apps' mtime: an old, known second.
+const SCRIPT_MTIME: u64 = 1_600_000_000;
+/// Snippets of the Apache that serves gitweb through every Apache front end at once.
+const SNIPPETS: [&str; 3] = ["action-cgi.conf", "shebang.conf", "fastcgi.conf"];
+
+/// A package's file, or `None` (a skip; a failure under CI=true) when it is not installed.
+fn require_package_file(path: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(path);
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "{} is required under CI=true (scripts/test.sh installs it)",
+            path.display()
+        );
+    }
+    eprintln!("SKIPPED: {} is not installed", path.display());
+    None
+}
+
+/// A git repository served by gitweb, a working copy that pushes to it, gitweb's config, and
+/// the file gitweb appends a line to each time it starts.
+struct GitSite {
+    dir: TempDir,
+    commits: usize,
+}
+
+impl GitSite {
+    fn new() -> Option<GitSite> {
+        common::require("git")?;
+        require_package_file(GITWEB)?;
+        let dir = TempDir::new("gitweb");
+        let site = GitSite { dir, commits: 0 };
+        // The server's user reads the repository and appends to the run log.
+        std::fs::set_permissions(&site.dir.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        site.git(&["init", "-q", "-b", "master", &site.path("work")]);
+        site.git(&[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "master",
+            &site.path("repos/proj.git"),
+        ]);
+        std::fs::write(
+            site.dir.join("repos/proj.git/description"),
+            "A project behind http-conditional\n",
+        )
+        .unwrap();
+        let runs = site.dir.write("runs", "", false);
+        std::fs::set_permissions(&runs, std::fs::Permissions::from_mode(0o666)).unwrap();
+        // gitweb runs git as the server's user on a repository the tests own:
+        // safe.directory from the command-line config, which git honours for that check.
+        site.dir.write(
+            "gitweb.conf",
+            format!(
+                "our $projectroot = \"{repos}\";\n\
+                 our $projects_list = $projectroot;\n\
+                 $ENV{{GIT_CONFIG_COUNT}} = 1;\n\
+                 $ENV{{GIT_CONFIG_KEY_0}} = 'safe.directory';\n\
+                 $ENV{{GIT_CONFIG_VALUE_0}} = '*';\n\
+                 if (open(my $runs, '>>', '{runs}')) {{ print $runs \"run\\n\"; close $runs; }}\n\
+                 1;\n",
+                repos = site.path("repos"),
+                runs = runs.display()
+            ),
+            false,
+        );
+        let mut site = site;
+        site.commit("first commit");
+        Some(site)
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.dir.join(rel).display().to_string()
+    }
+
+    /// Runs git with a fixed identity and no user or system config.
+    fn git(&self, args: &[&str]) {
+        self.git_at(args, "2020-01-01T12:00:00Z");
+    }
+
+    /// Runs git as [`GitSite::git`] does, with `date` as the author's and committer's date.
+    fn git_at(&self, args: &[&str], date: &str) {
+        let out = Command::new("git")
+            .args(args)
+            .env_clear()
+            .env("GIT_AUTHOR_DATE", date)
+            .env("GIT_COMMITTER_DATE", date)
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &self.dir.path)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "Test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.test")
+            .env("GIT_COMMITTER_NAME", "Test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.test")
+            .output()
+            .expect("run git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Commits a change in the working copy and pushes it: what a developer does. Commit
+    /// dates are fixed in the past, so gitweb's "N years ago" reads the same on every server.
+    fn commit(&mut self, subject: &str) {
+        self.commits += 1;
+        let n = self.commits;
+        let work = self.path("work");
+        std::fs::write(self.dir.join("work/file.txt"), format!("change {n}\n")).unwrap();
+        let date = format!("2020-01-{n:02}T12:00:00Z");
+        self.git(&["-C", &work, "add", "file.txt"]);
+        self.git_at(&["-C", &work, "commit", "-q", "-m", subject], &date);
+        let bare = self.path("repos/proj.git");
+        self.git(&["-C", &work, "push", "-q", &bare, "master"]);
+    }
+
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("runs"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    /// Gives every file under the repository the mtime `second` + `nanos`: two changes made
+    /// within the same second, whatever the machine's speed.
+    fn set_repository_time(&self, second: u64, nanos: u32) {
+        let time = UNIX_EPOCH + Duration::new(second, nanos);
+        set_tree_mtime(&self.dir.join("repos"), time);
+    }
+
+    /// The sidecar that declares gitweb: the repositories are what its pages depend on.
+    fn sidecar(&self) -> String {
+        format!("{{\"depends_on\": [\"{}/\"]}}", self.path("repos"))
+    }
+}
+
+fn set_tree_mtime(path: &Path, time: SystemTime) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            set_tree_mtime(&entry.unwrap().path(), time);
+        }
+    }
+    if !meta.file_type().is_symlink() {
+        std::fs::File::open(path)
+            .and_then(|f| f.set_modified(time))
+            .unwrap_or_else(|e| panic!("set mtime of {}: {e}", path.display()));
+    }
+}
+
+/// Copies Debian's gitweb.cgi (and its static files) to `folder`, with `first_line` in place
+/// of its shebang when given.
+fn install_gitweb(folder: &Path, first_line: Option<&str>) {
+    std::fs::create_dir_all(folder).unwrap();
+    let mut script = std::fs::read_to_string(Path::new(GITWEB).join("gitweb.cgi")).unwrap();
+    if let Some(line) = first_line {
+        let rest = script
+            .split_once('\n')
+            .map_or("", |(_, rest)| rest)
+            .to_string();
+        script = format!("{line}\n{rest}");
+    }
+    let target = folder.join("gitweb.cgi");
+    std::fs::write(&target, script).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Older than any repository change, so the repository's time is what the tags follow.
+    common::set_mtime(&target, SCRIPT_MTIME);
+    common::copy_dir(&Path::new(GITWEB).join("static"), &folder.join("static"));
+}
+
+/// One Apache serving gitweb at the same URLs two ways: on its main port through each
+/// front end under test (`/legacy/` Action, `/scripts/` shebang, `/fcgi/` mod_proxy_fcgi),
+/// and on a second port bare, mod_cgid running gitweb.cgi itself.
+struct GitwebApache {
+    apache: Apache,
+    bare_port: u16,
+    _responder: Responder,
+}
+
+impl GitwebApache {
+    fn start(site: &GitSite) -> Option<GitwebApache> {
+        let bare_port = common::free_port();
+        let config = site.path("gitweb.conf");
+        // SetEnv on the pages' folders: under Action, Apache renames it REDIRECT_GITWEB_CONFIG.
+        let extra = format!(
+            "<Directory \"{{root}}/legacy\">\n    SetEnv GITWEB_CONFIG {config}\n</Directory>\n\
+             <Directory \"{{root}}/scripts\">\n    SetEnv GITWEB_CONFIG {config}\n</Directory>\n\
+             <Directory \"{{root}}/fcgi\">\n    SetEnv GITWEB_CONFIG {config}\n</Directory>\n\
+             Listen 127.0.0.1:{bare_port}\n\
+             <VirtualHost 127.0.0.1:{bare_port}>\n\
+                 Alias /legacy/ \"{{root}}/bare/\"\n\
+                 Alias /scripts/ \"{{root}}/bare/\"\n\
+                 Alias /fcgi/ \"{{root}}/bare/\"\n\
+             </VirtualHost>\n\
+             <Directory \"{{root}}/bare\">\n\
+                 Options +ExecCGI\n\
+                 <Files \"gitweb.cgi\">\n        SetHandler cgi-script\n    </Files>\n\
+                 SetEnv GITWEB_CONFIG {config}\n\
+                 Require all granted\n\
+             </Directory>\n"
+        );
+        let apache = Apache::start("gitweb", Mpm::EventCgid, &SNIPPETS, &extra)?;
+        let wrapper = apache.wrapper.display().to_string();
+        install_gitweb(&apache.path("bare"), None);
+        install_gitweb(&apache.path("legacy"), None);
+        install_gitweb(
+            &apache.path("scripts"),
+            Some(&format!("#!{wrapper} /usr/bin/perl")),
+        );
+        install_gitweb(&apache.path("fcgi"), None);
+        for folder in ["legacy", "scripts", "fcgi"] {
+            apache.write(
+                &format!("{folder}/gitweb.cgi.conditional.json"),
+                site.sidecar(),
+                false,
+            );
+        }
+        let responder = Responder::start(&apache, Listen::Path);
+        Some(GitwebApache {
+            apache,
+            bare_port,
+            _responder: responder,
+        })
+    }
+
+    fn request(path: &str) -> Req {
+        Req::new("GET", path).header("Host", SITE_HOST)
+    }
+
+    /// The page through the front end under test.
+    fn get(&self, path: &str) -> Resp {
+        self.apache.send(&Self::request(path))
+    }
+
+    fn get_if_none_match(&self, path: &str, etag: &str) -> Resp {
+        self.apache
+            .send(&Self::request(path).header("If-None-Match", etag))
+    }
+
+    /// The same URL served by mod_cgid running gitweb itself.
+    fn bare(&self, path: &str) -> Resp {
+        Self::request(path).send(self.bare_port)
+    }
+}
+
+/// Pages of every kind gitweb builds links for: the project list, a project by PATH_INFO
+/// and by query, and views below a project (cgit and gitweb both put them in PATH_INFO).
+const GITWEB_PAGES: [&str; 5] = [
+    "gitweb.cgi",
+    "gitweb.cgi/proj.git",
+    "gitweb.cgi/proj.git/shortlog",
+    "gitweb.cgi?p=proj.git;a=log",
+    "gitweb.cgi/proj.git/tree/HEAD",
+];
+
+/// gitweb through a front end gives the page mod_cgid gives, byte for byte; its relative
+/// links (static files, other views) work; a repeat is a 304 without gitweb starting.
+fn gitweb_is_the_bare_page_and_304_without_running(
+    apache: &GitwebApache,
+    site: &GitSite,
+    prefix: &str,
+) {
+    for page in GITWEB_PAGES {
+        let url = format!("{prefix}{page}");
+        let wrapped = apache.get(&url);
+        let bare = apache.bare(&url);
+        assert_eq!(bare.status, 200, "bare {url}: {}", bare.text());
+        assert_eq!(
+            wrapped.status,
+            200,
+            "{url}: {}\n{}",
+            wrapped.text(),
+            apache.apache.error_log()
+        );
+        assert!(
+            wrapped.text().contains("proj.git"),
+            "{url} shows no project (GITWEB_CONFIG lost?): {}",
+            wrapped.text()
+        );
+        if wrapped.body != bare.body {
+            panic!(
+                "{url}: the page differs from mod_cgid's\n--- wrapped\n{}\n--- bare\n{}",
+                wrapped.text(),
+                bare.text()
+            );
+        }
+        let runs = site.runs();
+        let again = apache.get_if_none_match(&url, &wrapped.etag());
+        assert_eq!(again.status, 304, "{url}: {again:?}");
+        assert!(again.body.is_empty());
+        assert_eq!(site.runs(), runs, "{url}: gitweb ran for a 304");
+    }
+    let css = apache.get(&format!("{prefix}static/gitweb.css"));
+    assert_eq!(css.status, 200, "{prefix}static/gitweb.css");
+    assert!(css.text().contains("body"), "{}", css.text());
+}
+
+/// PATH_INFO is in the ETag: the project list and two views of one project differ.
+fn etags_differ_by_path_info(apache: &GitwebApache, prefix: &str) {
+    let tags: Vec<String> = [
+        "gitweb.cgi",
+        "gitweb.cgi/proj.git",
+        "gitweb.cgi/proj.git/log",
+    ]
+    .iter()
+    .map(|page| apache.get(&format!("{prefix}{page}")).etag())
+    .collect();
+    assert_ne!(tags[0], tags[1], "{prefix}");
+    assert_ne!(tags[1], tags[2], "{prefix}");
+}
+
+#[test]
+fn gitweb_behind_apache_action_shebang_and_mod_proxy_fcgi() {
+    let Some(mut site) = GitSite::new() else {
+        return;
+    };
+    let Some(apache) = GitwebApache::start(&site) else {
+        return;
+    };
+    let fronts = ["/legacy/", "/scripts/", "/fcgi/"];
+    for prefix in fronts {
+        gitweb_is_the_bare_page_and_304_without_running(&apache, &site, prefix);
+        etags_differ_by_path_info(&apache, prefix);
+    }
+    // Action: the page's own SCRIPT_NAME, so <base href> and links point at the page.
+    let summary = apache.get("/legacy/gitweb.cgi/proj.git").text();
+    assert!(
+        summary.contains(&format!(
+            "<base href=\"http://{SITE_HOST}/legacy/gitweb.cgi\""
+        )),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("href=\"/legacy/gitweb.cgi?p=proj.git;a=shortlog\""),
+        "{summary}"
+    );
+    assert!(!summary.contains("http-conditional-bin"), "{summary}");
+
+    // A push: the old tags no longer match, and the new page shows the new commit.
+    let page = "gitweb.cgi/proj.git/shortlog";
+    let before: Vec<String> = fronts
+        .iter()
+        .map(|p| apache.get(&format!("{p}{page}")).etag())
+        .collect();
+    site.commit("second commit");
+    for (prefix, old) in fronts.iter().zip(&before) {
+        let url = format!("{prefix}{page}");
+        let fresh = apache.get_if_none_match(&url, old);
+        assert_eq!(fresh.status, 200, "{url} after a push");
+        assert_ne!(&fresh.etag(), old, "{url}");
+        assert!(fresh.text().contains("second commit"), "{url}");
+        assert_eq!(fresh.body, apache.bare(&url).body, "{url} after a push");
+    }
+
+    // Two pushes within one second: a client that fetched between them gets the second.
+    // This very second (past by the time the pages are asked for, so never clamped).
+    let second = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    site.commit("third commit");
+    site.set_repository_time(second, 100_000_000);
+    let between: Vec<Resp> = fronts
+        .iter()
+        .map(|p| apache.get(&format!("{p}{page}")))
+        .collect();
+    site.commit("fourth commit");
+    site.set_repository_time(second, 700_000_000);
+    for (prefix, seen) in fronts.iter().zip(&between) {
+        let url = format!("{prefix}{page}");
+        assert!(!seen.text().contains("fourth commit"));
+        let later = apache.get_if_none_match(&url, &seen.etag());
+        assert_eq!(
+            later.status, 200,
+            "{url}: a change within the same second was missed"
+        );
+        assert_eq!(later.header("Last-Modified"), seen.header("Last-Modified"));
+        assert!(later.text().contains("fourth commit"), "{url}");
+    }
+}
