@@ -11,13 +11,16 @@ mod apache_support;
 mod common;
 mod fastcgi_support;
 
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use apache_support::{Apache, Listen, Mpm, Req, Resp, Responder};
-use common::TempDir;
+use apache_support::{Apache, Listen, Mpm, Req, Resp, Responder, id_of, server_user};
+use common::{Spawned, TempDir};
+use fastcgi_support::nginx::Nginx;
 
 /// Debian's gitweb package.
 const GITWEB: &str = "/usr/share/gitweb";
@@ -85,7 +88,7 @@ impl GitSite {
                  $ENV{{GIT_CONFIG_COUNT}} = 1;\n\
                  $ENV{{GIT_CONFIG_KEY_0}} = 'safe.directory';\n\
                  $ENV{{GIT_CONFIG_VALUE_0}} = '*';\n\
-                 if (open(my $runs, '>>', '{runs}')) {{ print $runs \"run\\n\"; close $runs; }}\n\
+                 if (open(my $runs, '>>', '{runs}')) {{ print $runs \"run $<\\n\"; close $runs; }}\n\
                  1;\n",
                 repos = site.path("repos"),
                 runs = runs.display()
@@ -144,10 +147,16 @@ impl GitSite {
     }
 
     fn runs(&self) -> usize {
+        self.run_uids().len()
+    }
+
+    /// The user id of each gitweb run so far.
+    fn run_uids(&self) -> Vec<u32> {
         std::fs::read_to_string(self.dir.join("runs"))
             .unwrap_or_default()
             .lines()
-            .count()
+            .filter_map(|l| l.strip_prefix("run ")?.parse().ok())
+            .collect()
     }
 
     /// Gives every file under the repository the mtime `second` + `nanos`: two changes made
@@ -306,13 +315,7 @@ fn gitweb_is_the_bare_page_and_304_without_running(
             "{url} shows no project (GITWEB_CONFIG lost?): {}",
             wrapped.text()
         );
-        if wrapped.body != bare.body {
-            panic!(
-                "{url}: the page differs from mod_cgid's\n--- wrapped\n{}\n--- bare\n{}",
-                wrapped.text(),
-                bare.text()
-            );
-        }
+        assert_same_page(&url, &wrapped, &bare);
         let runs = site.runs();
         let again = apache.get_if_none_match(&url, &wrapped.etag());
         assert_eq!(again.status, 304, "{url}: {again:?}");
@@ -322,6 +325,24 @@ fn gitweb_is_the_bare_page_and_304_without_running(
     let css = apache.get(&format!("{prefix}static/gitweb.css"));
     assert_eq!(css.status, 200, "{prefix}static/gitweb.css");
     assert!(css.text().contains("body"), "{}", css.text());
+}
+
+/// The page through the wrapper is the bare server's, byte for byte; else the first line that
+/// differs.
+fn assert_same_page(url: &str, wrapped: &Resp, bare: &Resp) {
+    if wrapped.body == bare.body {
+        return;
+    }
+    let (ours, theirs) = (wrapped.text(), bare.text());
+    let differs = ours
+        .lines()
+        .zip(theirs.lines())
+        .find(|(a, b)| a != b)
+        .map_or_else(
+            || "(one is a prefix of the other)".to_string(),
+            |(a, b)| format!("wrapped: {a}\nbare:    {b}"),
+        );
+    panic!("{url}: the page differs from the bare server's\n{differs}");
 }
 
 /// PATH_INFO is in the ETag: the project list and two views of one project differ.
@@ -405,5 +426,241 @@ fn gitweb_behind_apache_action_shebang_and_mod_proxy_fcgi() {
         );
         assert_eq!(later.header("Last-Modified"), seen.header("Last-Modified"));
         assert!(later.text().contains("fourth commit"), "{url}");
+    }
+}
+
+/// Who the responder switches to in the privilege checks.
+struct Accounts {
+    user: String,
+    uid: u32,
+    gid: u32,
+    /// Another group than the user's own, so the socket's group is seen to come from the flag.
+    socket_group: String,
+    socket_gid: u32,
+}
+
+/// The server's user and a second group; `None` when the tests do not run as root.
+fn accounts() -> Option<Accounts> {
+    let (user, group) = server_user()?;
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let socket_group = ["nogroup", "nobody"]
+        .into_iter()
+        .find(|g| groups.lines().any(|l| l.starts_with(&format!("{g}:"))))
+        .unwrap_or(&group)
+        .to_string();
+    Some(Accounts {
+        uid: id_of("/etc/passwd", &user),
+        gid: id_of("/etc/group", &group),
+        socket_gid: id_of("/etc/group", &socket_group),
+        user,
+        socket_group,
+    })
+}
+
+/// Waits until a unix socket accepts connections.
+fn wait_for_socket(path: &Path, what: &str, log: &Path) {
+    let start = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(path).is_err() {
+        assert!(
+            start.elapsed() < fastcgi_support::PATIENCE,
+            "{what} did not listen on {}: {}",
+            path.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// fcgiwrap: how nginx runs a CGI program bare, for the byte-for-byte comparison.
+fn fcgiwrap(socket: &Path, uid: Option<(u32, u32)>, log: &Path) -> Option<Spawned> {
+    let program = common::require("fcgiwrap")?;
+    let mut cmd = Command::new(program);
+    cmd.arg("-s")
+        .arg(format!("unix:{}", socket.display()))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .process_group(0);
+    if let Some((uid, gid)) = uid {
+        cmd.uid(uid).gid(gid);
+    }
+    let child = Spawned::new(cmd.spawn().expect("start fcgiwrap"));
+    wait_for_socket(socket, "fcgiwrap", log);
+    Some(child)
+}
+
+/// Started as root, the responder refuses to run without --user; with it, its socket and
+/// the scripts belong to that user, and the socket to --socket-group. gitweb, linked into
+/// the document root from /usr/share/gitweb (a second --root), then behind nginx gives
+/// fcgiwrap's page byte for byte, and 304s without starting.
+#[test]
+fn gitweb_linked_from_its_package_behind_nginx_as_the_given_user() {
+    let Some(mut site) = GitSite::new() else {
+        return;
+    };
+    let dir = TempDir::new("gitweb-nginx");
+    std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::os::unix::fs::symlink(Path::new(GITWEB).join("gitweb.cgi"), www.join("gitweb.cgi"))
+        .unwrap();
+    std::os::unix::fs::symlink(Path::new(GITWEB).join("static"), www.join("static")).unwrap();
+    dir.write("www/gitweb.cgi.conditional.json", site.sidecar(), false);
+    // Sockets live in a folder the server's user may write to (fcgiwrap binds as that user).
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let socket = run.join("hc.sock");
+    let www_arg = www.display().to_string();
+    let root_args = ["--root", GITWEB];
+
+    let accounts = accounts();
+    let user_args: Vec<String> = match &accounts {
+        Some(Accounts {
+            user, socket_group, ..
+        }) => {
+            // As root without --user: a refusal that says what to do, and no socket.
+            let refused = Command::new(common::bin())
+                .args(["fastcgi", "--root", &www_arg, "--listen"])
+                .arg(format!("unix:{}", socket.display()))
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&refused.stderr);
+            assert!(!refused.status.success(), "started as root without --user");
+            assert!(
+                stderr.contains("root") && stderr.contains("--user"),
+                "{stderr}"
+            );
+            assert!(!socket.exists(), "a refused start left a socket");
+            vec![
+                "--user".into(),
+                user.clone(),
+                "--socket-group".into(),
+                socket_group.clone(),
+            ]
+        }
+        None => {
+            eprintln!("not root: the refusal and the switch to --user are not checked");
+            Vec::new()
+        }
+    };
+    let mut extra: Vec<&str> = root_args.to_vec();
+    extra.extend(user_args.iter().map(String::as_str));
+    let responder = fastcgi_support::Responder::start(&www, &socket, &extra);
+    if let Some(Accounts {
+        uid, socket_gid, ..
+    }) = &accounts
+    {
+        // The socket exists from bind on; the start-up line comes once root is given up.
+        let start = std::time::Instant::now();
+        while !responder.log_text().contains("FastCGI responder on") {
+            assert!(
+                start.elapsed() < fastcgi_support::PATIENCE,
+                "{}",
+                responder.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let meta = std::fs::metadata(&socket).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (*uid, *socket_gid),
+            "the socket's owner"
+        );
+        assert_eq!(meta.mode() & 0o777, 0o660);
+        let status = std::fs::read_to_string(format!("/proc/{}/status", responder.pid())).unwrap();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid_line
+                .split_whitespace()
+                .skip(1)
+                .all(|id| id == uid.to_string()),
+            "the responder kept root: {uid_line}"
+        );
+    }
+    let bare_socket = run.join("fcgiwrap.sock");
+    let bare_ids = accounts.as_ref().map(|a| (a.uid, a.gid));
+    let Some(_fcgiwrap) = fcgiwrap(&bare_socket, bare_ids, &run.join("fcgiwrap.log")) else {
+        return;
+    };
+    let bare_port = common::free_port();
+    let params = dir.join("nginx/snippets/http-conditional-params.conf");
+    let config = site.path("gitweb.conf");
+    let bare_server = format!(
+        "server {{\n\
+           listen 127.0.0.1:{bare_port};\n\
+           server_name _;\n\
+           root {www_arg};\n\
+           location ~ ^/gitweb\\.cgi(/|$) {{\n\
+             fastcgi_split_path_info ^(/gitweb\\.cgi)(/.*)$;\n\
+             fastcgi_pass unix:{bare};\n\
+             include {params};\n\
+             fastcgi_param GITWEB_CONFIG {config};\n\
+           }}\n\
+         }}\n",
+        bare = bare_socket.display(),
+        params = params.display(),
+    );
+    let Some(nginx) = Nginx::start_with(
+        &dir,
+        &www,
+        &socket,
+        "http-conditional-gitweb.conf",
+        &[("/etc/gitweb.conf", config.clone())],
+        &bare_server,
+    ) else {
+        return;
+    };
+    let port = nginx.addr.port();
+    let get = |port: u16, url: &str, etag: Option<&str>| {
+        let mut req = Req::new("GET", url).header("Host", SITE_HOST);
+        if let Some(tag) = etag {
+            req = req.header("If-None-Match", tag);
+        }
+        req.send(port)
+    };
+    for page in GITWEB_PAGES {
+        let url = format!("/{page}");
+        let wrapped = get(port, &url, None);
+        let bare = get(bare_port, &url, None);
+        assert_eq!(bare.status, 200, "fcgiwrap {url}: {}", bare.text());
+        assert_eq!(
+            wrapped.status,
+            200,
+            "{url}: {}\n{}",
+            wrapped.text(),
+            responder.log_text()
+        );
+        assert!(
+            wrapped.text().contains("proj.git"),
+            "{url}: {}",
+            wrapped.text()
+        );
+        assert_same_page(&url, &wrapped, &bare);
+        let runs = site.runs();
+        let again = get(port, &url, Some(&wrapped.etag()));
+        assert_eq!(again.status, 304, "{url}");
+        assert_eq!(site.runs(), runs, "{url}: gitweb ran for a 304");
+    }
+    assert_eq!(get(port, "/static/gitweb.css", None).status, 200);
+
+    let url = "/gitweb.cgi/proj.git/shortlog";
+    let old = get(port, url, None).etag();
+    site.commit("pushed behind nginx");
+    let fresh = get(port, url, Some(&old));
+    assert_eq!(fresh.status, 200);
+    assert!(fresh.text().contains("pushed behind nginx"));
+    assert_eq!(fresh.body, get(bare_port, url, None).body);
+
+    if let Some(Accounts { user, uid, .. }) = &accounts {
+        let uids = site.run_uids();
+        assert!(!uids.is_empty());
+        assert!(
+            uids.iter().all(|u| u == uid),
+            "gitweb ran as {uids:?}, not {user}"
+        );
     }
 }

@@ -627,7 +627,7 @@ fn stop(mut child: Child) {
 }
 
 /// The numeric id of a user (`/etc/passwd`) or group (`/etc/group`).
-fn id_of(db: &str, name: &str) -> u32 {
+pub fn id_of(db: &str, name: &str) -> u32 {
     std::fs::read_to_string(db)
         .unwrap_or_default()
         .lines()
