@@ -664,3 +664,415 @@ fn gitweb_linked_from_its_package_behind_nginx_as_the_given_user() {
         );
     }
 }
+
+/// Debian's DokuWiki package.
+const DOKUWIKI: &str = "/usr/share/dokuwiki";
+/// The wiki user the tests log in as, and the password.
+const WIKI_USER: &str = "alice";
+const WIKI_PASSWORD: &str = "correct horse";
+/// The page the tests read and edit (it ships with the package).
+const WIKI_PAGE: &str = "doku.php?id=playground:playground";
+
+/// A DokuWiki of the tests' own: the package's code copied, its config and data copied into
+/// the temp folder (the system's /etc/dokuwiki and /var/lib/dokuwiki are only read), PHP
+/// sessions in a temp folder, and a log line per start.
+struct Wiki {
+    dir: TempDir,
+}
+
+impl Wiki {
+    fn new() -> Option<Wiki> {
+        require_package_file(DOKUWIKI)?;
+        common::require("php-cgi")?;
+        let dir = TempDir::new("dokuwiki");
+        std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let wiki = Wiki { dir };
+        copy_resolved(Path::new("/etc/dokuwiki"), &wiki.dir.join("conf"));
+        copy_resolved(Path::new("/var/lib/dokuwiki/data"), &wiki.dir.join("data"));
+        std::fs::create_dir_all(wiki.dir.join("sessions")).unwrap();
+        wiki.dir.write("runs", "", false);
+        wiki.dir.write(
+            "conf/local.php",
+            format!(
+                "<?php\n$conf['title'] = 'Test wiki';\n$conf['useacl'] = 1;\n\
+                 $conf['superuser'] = '@admin';\n$conf['savedir'] = '{}';\n",
+                wiki.path("data")
+            ),
+            false,
+        );
+        let hash = md5_hex(WIKI_PASSWORD.as_bytes());
+        wiki.dir.write(
+            "conf/users.auth.php",
+            format!("{WIKI_USER}:{hash}:Alice:alice@example.test:user\n"),
+            false,
+        );
+        wiki.dir
+            .write("conf/acl.auth.php", "*\t@ALL\t1\n*\t@user\t8\n", false);
+        // The wiki's files belong to the user PHP runs as, as the package arranges.
+        if let Some((user, group)) = server_user() {
+            let (uid, gid) = (id_of("/etc/passwd", &user), id_of("/etc/group", &group));
+            for sub in ["data", "sessions", "runs", "conf"] {
+                chown_tree(&wiki.dir.join(sub), uid, gid);
+            }
+        }
+        Some(wiki)
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.dir.join(rel).display().to_string()
+    }
+
+    /// Copies the package's code to `folder`, with a preload.php that points it at this
+    /// wiki's config, its PHP sessions here, and logs each start.
+    fn install(&self, folder: &Path) {
+        copy_resolved(Path::new(DOKUWIKI), folder);
+        std::fs::write(
+            folder.join("inc/preload.php"),
+            format!(
+                "<?php\nif (!defined('DOKU_CONF')) {{\n\
+                   define('DOKU_MAIN_CONF', '{conf}/');\n\
+                   define('DOKU_CONF', '{conf}/');\n\
+                   ini_set('session.save_path', '{sessions}');\n\
+                   file_put_contents('{runs}', \"run\\n\", FILE_APPEND);\n\
+                 }}\n",
+                conf = self.path("conf"),
+                sessions = self.path("sessions"),
+                runs = self.path("runs"),
+            ),
+        )
+        .unwrap();
+    }
+
+    /// The sidecar for doku.php: the pages and config it renders from, and the session in
+    /// two cookies (DokuWiki's session, and DW<hash> that keeps a login).
+    fn sidecar(&self) -> String {
+        format!(
+            "{{\"depends_on\": [\"{pages}/\", \"{conf}/\"],\n \
+              \"session\": {{\"cookie\": \"DokuWiki\", \"save_path\": \"{sessions}\", \"cookies\": [\"DW*\"]}}}}",
+            pages = self.path("data/pages"),
+            conf = self.path("conf"),
+            sessions = self.path("sessions"),
+        )
+    }
+
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("runs"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+}
+
+/// Copies a tree, following symlinks (the package links parts of itself to /var/lib and /etc).
+fn copy_resolved(from: &Path, to: &Path) {
+    assert!(
+        !to.exists(),
+        "{} exists: cp would copy into it",
+        to.display()
+    );
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    let status = Command::new("cp")
+        .arg("-rL")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -rL {} {}",
+        from.display(),
+        to.display()
+    );
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+    if std::fs::symlink_metadata(path).unwrap().is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            chown_tree(&entry.unwrap().path(), uid, gid);
+        }
+    }
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A browser's cookies for one site.
+#[derive(Default, Clone)]
+struct Jar(Vec<(String, String)>);
+
+impl Jar {
+    fn take(&mut self, resp: &Resp) {
+        for (name, value) in &resp.headers {
+            if !name.eq_ignore_ascii_case("Set-Cookie") {
+                continue;
+            }
+            let pair = value.split(';').next().unwrap_or_default();
+            let Some((cookie, val)) = pair.split_once('=') else {
+                continue;
+            };
+            self.0.retain(|(n, _)| n != cookie);
+            if val != "deleted" && !val.is_empty() {
+                self.0.push((cookie.to_string(), val.to_string()));
+            }
+        }
+    }
+
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn without(&self, name: &str) -> Jar {
+        Jar(self.0.iter().filter(|(n, _)| n != name).cloned().collect())
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+/// The value of a hidden form field.
+fn form_field(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\""))
+        .unwrap_or_else(|| panic!("no field {name} in {html}"));
+    let tag_start = html[..at].rfind('<').unwrap();
+    let tag = &html[tag_start..tag_start + html[tag_start..].find('>').unwrap()];
+    let value = tag.split("value=\"").nth(1).unwrap_or("\"");
+    value[..value.find('"').unwrap()].replace("&amp;", "&")
+}
+
+fn form_encode(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", url_encode(k), url_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// DokuWiki puts the time into each page (its task runner's URL): the one part of a page
+/// that differs from run to run, whatever serves it.
+fn without_task_runner_time(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out = String::new();
+    let mut rest = &text[..];
+    while let Some(at) = rest.find("taskrunner.php?") {
+        let end = at + rest[at..].find('"').unwrap_or(rest.len() - at);
+        let url = &rest[at..end];
+        out.push_str(&rest[..at]);
+        out.push_str(url.rsplit_once('&').map_or(url, |(keep, _)| keep));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One site's requests, as a browser sends them (Host fixed, cookies from the jar).
+struct Browser<'a> {
+    send: &'a dyn Fn(Req) -> Resp,
+    prefix: &'a str,
+}
+
+impl Browser<'_> {
+    fn get(&self, page: &str, jar: &Jar, etag: Option<&str>) -> Resp {
+        let mut req = Req::new("GET", &format!("{}{page}", self.prefix)).header("Host", SITE_HOST);
+        if !jar.0.is_empty() {
+            req = req.header("Cookie", &jar.header());
+        }
+        if let Some(tag) = etag {
+            req = req.header("If-None-Match", tag);
+        }
+        (self.send)(req)
+    }
+
+    fn post(&self, jar: &Jar, fields: &[(&str, &str)]) -> Resp {
+        let req = Req::new("POST", &format!("{}doku.php", self.prefix))
+            .header("Host", SITE_HOST)
+            .header("Cookie", &jar.header())
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(form_encode(fields));
+        (self.send)(req)
+    }
+}
+
+/// What a visitor, a user who logs in and edits, and a shared cache see of one wiki page.
+fn dokuwiki_sessions_and_edits(wiki: &Wiki, browser: &Browser<'_>) {
+    let anonymous = browser.get(WIKI_PAGE, &Jar::default(), None);
+    assert_eq!(anonymous.status, 200, "{}", anonymous.text());
+    assert!(anonymous.text().contains("Log In"), "{}", anonymous.text());
+    let vary = anonymous
+        .header("Vary")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        vary.contains("cookie"),
+        "session mode without Vary: Cookie: {vary}"
+    );
+    let anonymous_tag = anonymous.etag();
+    let runs = wiki.runs();
+    let again = browser.get(WIKI_PAGE, &Jar::default(), Some(&anonymous_tag));
+    assert_eq!(again.status, 304);
+    assert!(
+        again
+            .header("Vary")
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .contains("cookie"),
+        "a 304 carries the 200's Vary"
+    );
+    assert_eq!(wiki.runs(), runs, "DokuWiki ran for a 304");
+
+    // Logging in through the wiki's own form.
+    let mut jar = Jar::default();
+    let form = browser.get(&format!("{WIKI_PAGE}&do=login"), &jar, None);
+    jar.take(&form);
+    let sectok = form_field(&form.text(), "sectok");
+    let login = browser.post(
+        &jar,
+        &[
+            ("id", "playground:playground"),
+            ("do", "login"),
+            ("sectok", &sectok),
+            ("u", WIKI_USER),
+            ("p", WIKI_PASSWORD),
+            ("r", "1"),
+        ],
+    );
+    jar.take(&login);
+    assert!(
+        jar.names()
+            .iter()
+            .any(|n| n.starts_with("DW") && *n != "DokuWiki"),
+        "no remember-me cookie after the login: {:?} {:?}",
+        jar.names(),
+        login.headers
+    );
+
+    // The logged-in user, showing the anonymous copy's tag, gets their own page; so does
+    // one whose session cookie is gone but whose login is kept in the DW cookie.
+    let session_cookie_gone = jar.without("DokuWiki");
+    for (label, cookies) in [("with", &jar), ("without", &session_cookie_gone)] {
+        let mine = browser.get(WIKI_PAGE, cookies, Some(&anonymous_tag));
+        assert_eq!(
+            mine.status, 200,
+            "logged in {label} the session cookie: the anonymous copy's tag matched"
+        );
+        assert_ne!(mine.etag(), anonymous_tag, "{label} the session cookie");
+        assert!(mine.text().contains("Log Out"), "{label}: {}", mine.text());
+        assert!(
+            mine.header("Cache-Control")
+                .unwrap_or_default()
+                .contains("private")
+        );
+    }
+
+    // An edit through the wiki's form: every visitor's old copy is stale.
+    let edit = browser.get(&format!("{WIKI_PAGE}&do=edit"), &jar, None);
+    let html = edit.text();
+    let text = "====== Playground ======\nEdited through the wiki's form.\n";
+    let saved = browser.post(
+        &jar,
+        &[
+            ("id", "playground:playground"),
+            ("sectok", &form_field(&html, "sectok")),
+            ("date", &form_field(&html, "date")),
+            ("prefix", ""),
+            ("suffix", ""),
+            ("changecheck", &form_field(&html, "changecheck")),
+            ("target", "section"),
+            ("wikitext", text),
+            ("summary", "test edit"),
+            ("do[save]", "1"),
+        ],
+    );
+    assert!(
+        saved.status == 302 || saved.status == 303 || saved.status == 200,
+        "saving: {saved:?}"
+    );
+    let fresh = browser.get(WIKI_PAGE, &Jar::default(), Some(&anonymous_tag));
+    assert_eq!(
+        fresh.status, 200,
+        "an edited page still matched the old tag"
+    );
+    assert_ne!(fresh.etag(), anonymous_tag);
+    assert!(
+        fresh.text().contains("Edited through the wiki"),
+        "{}",
+        fresh.text()
+    );
+}
+
+#[test]
+fn dokuwiki_under_php_cgi_through_apache_action() {
+    let Some(wiki) = Wiki::new() else {
+        return;
+    };
+    let bare_port = common::free_port();
+    let extra = format!(
+        "Listen 127.0.0.1:{bare_port}\n\
+         <VirtualHost 127.0.0.1:{bare_port}>\n\
+             Alias /php/ \"{{root}}/bare-php/\"\n\
+         </VirtualHost>\n\
+         ScriptAlias /bare-php-bin/ /usr/lib/cgi-bin/\n\
+         <Directory \"/usr/lib/cgi-bin\">\n    Options +ExecCGI\n    Require all granted\n</Directory>\n\
+         Action bare-php /bare-php-bin/php8.2\n\
+         <Directory \"{{root}}/bare-php\">\n\
+             <FilesMatch \"\\.php$\">\n        SetHandler bare-php\n    </FilesMatch>\n\
+             Require all granted\n\
+         </Directory>\n"
+    );
+    let Some(apache) = Apache::start("dokuwiki", Mpm::EventCgid, &["action-php.conf"], &extra)
+    else {
+        return;
+    };
+    wiki.install(&apache.path("php/wiki"));
+    wiki.install(&apache.path("bare-php/wiki"));
+    apache.write("php/wiki/doku.php.conditional.json", wiki.sidecar(), false);
+
+    let anonymous = |port: u16| {
+        Req::new("GET", &format!("/php/wiki/{WIKI_PAGE}"))
+            .header("Host", SITE_HOST)
+            .send(port)
+    };
+    let wrapped = anonymous(apache.port);
+    let bare = anonymous(bare_port);
+    assert_eq!(bare.status, 200, "bare php-cgi: {}", bare.text());
+    assert_eq!(
+        wrapped.status,
+        200,
+        "{}\n{}",
+        wrapped.text(),
+        apache.error_log()
+    );
+    assert_eq!(
+        without_task_runner_time(&wrapped.body),
+        without_task_runner_time(&bare.body),
+        "DokuWiki through the wrapper differs from php-cgi bare"
+    );
+    let send = |req: Req| apache.send(&req);
+    let browser = Browser {
+        send: &send,
+        prefix: "/php/wiki/",
+    };
+    dokuwiki_sessions_and_edits(&wiki, &browser);
+}
