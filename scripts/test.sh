@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in nginx:nginx apache2:apache2 php-cgi:php-cgi php-fpm8.2:php-fpm curl:curl python3:python3 ps:procps md5sum:coreutils sqlite3:sqlite3; do
+for pair in nginx:nginx apache2:apache2 php-cgi:php-cgi php-fpm8.2:php-fpm curl:curl python3:python3 ps:procps md5sum:coreutils sqlite3:sqlite3 git:git fcgiwrap:fcgiwrap /usr/share/gitweb/gitweb.cgi:gitweb /usr/share/dokuwiki/bin/render.php:dokuwiki; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
 done
 # tests/package.rs: lintian, and dpkg-dev for cargo-deb (scripts/package.sh installs cargo-deb).

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
+use crate::apache_action::{self, ActionPage};
 use crate::engine::{self, DeclarationSource, Engine, Job, RequestBody};
 use crate::request::{Request, percent_decode};
 use crate::response::CgiWriter;
@@ -125,6 +126,18 @@ pub fn choose_script(positional: &[OsString], request: &Request) -> Option<PathB
         .or_else(|| from_env("PATH_TRANSLATED"))
 }
 
+/// Under Apache `Action` (no script argument, SCRIPT_FILENAME names the wrapper): the page,
+/// and the request as the page would have seen it run directly.
+fn apache_action_page(positional: &[OsString], request: &Request) -> Option<ActionPage> {
+    let names_wrapper = request
+        .var("SCRIPT_FILENAME")
+        .is_some_and(|v| is_wrapper(Path::new(std::ffi::OsStr::from_bytes(v))));
+    if !positional.is_empty() || !names_wrapper {
+        return None;
+    }
+    apache_action::page_view(request)
+}
+
 /// The request body on stdin, of CONTENT_LENGTH bytes (or until EOF for a chunked upload).
 struct StdinBody {
     length: Option<u64>,
@@ -159,7 +172,10 @@ pub fn run(options: Options, request: Request) -> ExitCode {
         length: request.content_length(),
         until_eof: request.var("HTTP_TRANSFER_ENCODING").is_some(),
     };
-    let script = choose_script(&options.positional, &request);
+    let (script, request) = match apache_action_page(&options.positional, &request) {
+        Some(page) => (Some(page.script), page.request),
+        None => (choose_script(&options.positional, &request), request),
+    };
     let interpreter = options.positional.len().checked_sub(1).and_then(|n| {
         let words: Vec<String> = options.positional[..n]
             .iter()

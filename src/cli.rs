@@ -42,9 +42,17 @@ struct CgiArgs {
 enum Command {
     /// Run as a FastCGI responder (behind nginx, Apache mod_proxy_fcgi, systemd sockets).
     Fastcgi {
-        /// Only scripts whose real path lies under this folder run.
-        #[arg(long)]
-        root: PathBuf,
+        /// Only scripts whose real path (symlinks resolved) lies under this folder run;
+        /// repeat it for a packaged app linked into the document root (/usr/share/gitweb).
+        #[arg(long = "root", value_name = "DIR", required = true)]
+        roots: Vec<PathBuf>,
+        /// The account scripts run as, `USER[:GROUP]`; required when started as root (the
+        /// socket is created first, then root is given up for good).
+        #[arg(long, value_name = "USER[:GROUP]")]
+        user: Option<String>,
+        /// The group of the unix socket created (the web server's), default the user's.
+        #[arg(long, value_name = "GROUP")]
+        socket_group: Option<String>,
         /// `unix:/path.sock` or `HOST:PORT`; without it, the socket inherited as fd 0.
         #[arg(long)]
         listen: Option<String>,
@@ -170,7 +178,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         None => Ok(cgi::run(cli.cgi.into(), Request::from_process_env())),
         Some(Command::Fastcgi {
-            root,
+            roots,
+            user,
+            socket_group,
             listen,
             max_children,
             queue_timeout,
@@ -178,7 +188,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             upstream,
             rules,
         }) => fastcgi::run(fastcgi::Options {
-            root,
+            roots,
+            user,
+            socket_group,
             listen,
             max_children,
             queue_timeout,

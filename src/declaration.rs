@@ -39,17 +39,57 @@ pub struct SessionConfig {
     pub cookie: String,
     /// The folder holding `sess_<id>` files.
     pub save_path: PathBuf,
-    /// Globs on the names of other cookies whose values the ETag covers (a login cookie).
-    /// Checked when parsed, so each compiles.
-    pub cookies: Vec<String>,
+    /// Globs on the names of other cookies whose values the ETag covers (a login cookie),
+    /// compiled when parsed.
+    pub cookies: CookieGlobs,
 }
+
+/// Globs on cookie names (`"cookies": ["DW*"]`): a login kept in a cookie beside the session's.
+#[derive(Debug, Clone, Default)]
+pub struct CookieGlobs {
+    patterns: Vec<String>,
+    set: globset::GlobSet,
+}
+
+impl CookieGlobs {
+    /// Compiles the globs; an error names the one that does not parse.
+    pub fn new(patterns: Vec<String>) -> Result<CookieGlobs, String> {
+        let mut builder = globset::GlobSetBuilder::new();
+        for pattern in &patterns {
+            builder.add(cookie_glob(pattern)?);
+        }
+        Ok(CookieGlobs {
+            set: builder.build().map_err(|e| e.to_string())?,
+            patterns,
+        })
+    }
+
+    /// Whether a cookie of this name is covered.
+    pub fn matches(&self, name: &[u8]) -> bool {
+        !self.patterns.is_empty()
+            && std::str::from_utf8(name).is_ok_and(|name| self.set.is_match(name))
+    }
+
+    /// The globs as written.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+}
+
+impl PartialEq for CookieGlobs {
+    fn eq(&self, other: &Self) -> bool {
+        self.patterns == other.patterns
+    }
+}
+
+impl Eq for CookieGlobs {}
 
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             cookie: "PHPSESSID".into(),
             save_path: PathBuf::from("/var/lib/php/sessions"),
-            cookies: Vec::new(),
+            cookies: CookieGlobs::default(),
         }
     }
 }
@@ -421,14 +461,12 @@ fn de_session<'de, D: serde::Deserializer<'de>>(
         Raw::Flag(false) => None,
         Raw::Flag(true) => Some(SessionConfig::default()),
         Raw::Detailed(detail) => {
-            for pattern in &detail.cookies {
-                cookie_glob(pattern).map_err(serde::de::Error::custom)?;
-            }
+            let cookies = CookieGlobs::new(detail.cookies).map_err(serde::de::Error::custom)?;
             let default = SessionConfig::default();
             Some(SessionConfig {
                 cookie: detail.cookie.unwrap_or(default.cookie),
                 save_path: detail.save_path.unwrap_or(default.save_path),
-                cookies: detail.cookies,
+                cookies,
             })
         }
     }))
@@ -560,8 +598,8 @@ mod tests {
         assert_eq!(d.etag, EtagBasis::Content);
         let session = d.session.unwrap();
         assert_eq!(
-            (session.cookie.as_str(), session.cookies),
-            ("DokuWiki", vec!["DW*".to_string()])
+            (session.cookie.as_str(), session.cookies.patterns()),
+            ("DokuWiki", &["DW*".to_string()][..])
         );
         for bad in [
             r#"{"etag": "inode"}"#,

@@ -148,7 +148,7 @@ mod tests {
 
         fn script(&self, name: &str) -> Script {
             let path = self.write(name, "#!/bin/sh\n");
-            Script::resolve(&path, None).unwrap()
+            Script::resolve(&path, &[]).unwrap()
         }
     }
 

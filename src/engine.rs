@@ -53,8 +53,9 @@ const OWNED_HEADERS: [&str; 5] = [
 /// The engine's configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
-    /// Only scripts whose real path lies under this folder run (FastCGI, serve).
-    pub root: Option<PathBuf>,
+    /// Only scripts whose real path lies under one of these folders run (FastCGI, serve);
+    /// empty means no restriction (CGI mode: the web server chose the script).
+    pub roots: Vec<PathBuf>,
     /// A script's `Location: /path` without `Status` (RFC 3875 §6.2.2) is answered 302 Found,
     /// as nginx does, where no server in front would redirect internally (FastCGI, serve);
     /// false leaves it to the server (CGI mode: Apache redirects internally).
@@ -92,6 +93,9 @@ pub struct Representation {
     pub policy: CachePolicy,
     /// The declaration's `compress`.
     pub compress: bool,
+    /// Session mode: `Vary: Cookie` on every answer, with or without the cookies, so no shared
+    /// cache hands the cookie-less page to a visitor who has a session.
+    pub session: bool,
 }
 
 impl Engine {
@@ -172,7 +176,7 @@ impl Engine {
 
     fn respond(&self, job: &Job<'_>, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> {
         let named = job.script.as_deref().ok_or(Failure::NoScript)?;
-        let script = Script::resolve(named, self.root.as_deref())?;
+        let script = Script::resolve(named, &self.roots)?;
         let found = match &self.declarations {
             DeclarationSource::Loaded(declarations) => declarations.declared_for(&script)?,
             DeclarationSource::NamedByRequest => {
@@ -303,7 +307,7 @@ impl Representation {
         if self.compress {
             vary.push("Accept-Encoding");
         }
-        if self.derivation.session_covered {
+        if self.session {
             vary.push("Cookie");
         }
         if !vary.is_empty() {
@@ -401,6 +405,7 @@ fn representation_at(
         derivation,
         policy,
         compress: declaration.compress,
+        session: declaration.session.is_some(),
     }
 }
 

@@ -107,11 +107,11 @@ pub fn declarations(rules: Option<&Path>) -> anyhow::Result<Arc<Declarations>> {
     }))
 }
 
-/// The engine of a long-running mode: `root`, its declarations, a probe-answer cache for
+/// The engine of a long-running mode: its roots, its declarations, a probe-answer cache for
 /// `probe_ttl`, local redirects answered 302 (no server in front redirects internally).
-pub fn engine(root: PathBuf, declarations: &Arc<Declarations>, backends: Backends) -> Engine {
+pub fn engine(roots: Vec<PathBuf>, declarations: &Arc<Declarations>, backends: Backends) -> Engine {
     Engine {
-        root: Some(root),
+        roots,
         found_for_local_redirects: true,
         declarations: DeclarationSource::Loaded(Arc::clone(declarations)),
         probe_cache: Some(Arc::new(ProbeCache::default())),

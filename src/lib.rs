@@ -6,6 +6,7 @@
 //! [`request::Request`] and hand it to the [`engine`], which never knows which one it serves.
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod apache_action;
 pub mod backend;
 pub mod cache_policy;
 pub mod cgi;

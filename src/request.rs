@@ -210,10 +210,16 @@ impl Conditions {
 
 /// Value of one cookie in a `Cookie:` header (RFC 6265 §5.4), first occurrence.
 pub fn cookie<'a>(cookie_header: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    cookie_header.split(|&b| b == b';').find_map(|pair| {
+    cookies(cookie_header).find_map(|(n, value)| (n == name.as_bytes()).then_some(value))
+}
+
+/// Every `name=value` pair of a Cookie header (RFC 6265 §5.4), in order; pairs without `=`
+/// are skipped.
+pub fn cookies(cookie_header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    cookie_header.split(|&b| b == b';').filter_map(|pair| {
         let pair = pair.trim_ascii();
         let eq = pair.iter().position(|&b| b == b'=')?;
-        (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
+        Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
     })
 }
 

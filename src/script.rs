@@ -10,7 +10,7 @@ use crate::failure::Failure;
 /// The wrapper's own binary name, recognised in shebangs and SCRIPT_FILENAME.
 pub const WRAPPER_NAME: &str = "http-conditional";
 
-/// A script that exists, lies under the root (when there is one) and is a regular file.
+/// A script that exists, lies under a root (when there are any) and is a regular file.
 #[derive(Debug, Clone)]
 pub struct Script {
     /// The path as named (the sidecar sits next to it; the ETag covers it).
@@ -24,8 +24,9 @@ pub struct Script {
 }
 
 impl Script {
-    /// Checks the named script: 404 when missing, 403 outside `root` or not a regular file.
-    pub fn resolve(path: &Path, root: Option<&Path>) -> Result<Script, Failure> {
+    /// Checks the named script: 404 when missing or not a regular file, 403 when its real path
+    /// lies under none of `roots` (no check when `roots` is empty).
+    pub fn resolve(path: &Path, roots: &[PathBuf]) -> Result<Script, Failure> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -37,9 +38,7 @@ impl Script {
             }
             Err(_) => return Err(Failure::ScriptMissing(name)),
         };
-        if let Some(root) = root
-            && !real_path.starts_with(root)
-        {
+        if !roots.is_empty() && !roots.iter().any(|root| real_path.starts_with(root)) {
             return Err(Failure::OutsideRoot(name));
         }
         let meta =

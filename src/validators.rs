@@ -10,8 +10,8 @@ use crate::declaration::{Declaration, SessionConfig};
 use crate::etag::EntityTag;
 use crate::path_template::expand_dependency;
 use crate::regular_file;
-use crate::request::{Request, cookie};
-use crate::timestamp::{truncate_to_second, unix_seconds};
+use crate::request::{Request, cookie, cookies};
+use crate::timestamp::truncate_to_second;
 
 /// A folder dependency is walked at most this deep and this wide; beyond it, the folder's own
 /// mtime still counts (it changes whenever an entry is added or removed).
@@ -116,21 +116,26 @@ pub fn derive(sidecar: &Declaration, inputs: &Inputs<'_>) -> Derivation {
     }
     let newest = candidates.iter().filter_map(|c| c.time).max();
     let now = truncate_to_second(inputs.now);
-    let newest = newest.map(truncate_to_second);
-    let clamped = newest.is_some_and(|t| t > now);
-    let last_modified = newest.map(|t| t.min(now));
+    let clamped = newest.is_some_and(|t| truncate_to_second(t) > now);
+    let last_modified = newest.map(|t| truncate_to_second(t).min(now));
+    // The ETag keeps the file system's full resolution, so two changes within one second give
+    // two tags; a time in the future counts as the current second (it would otherwise change
+    // on every request until the clock catches up).
+    let precise = if clamped { Some(now) } else { newest };
 
     let session = sidecar
         .session
         .as_ref()
         .and_then(|cfg| session_fingerprint(cfg, inputs.request));
-    let etag = last_modified.map(|time| {
+    let etag = precise.map(|time| {
         let mut hash = Md5::new();
         hash.update(inputs.script.as_os_str().as_bytes());
         hash.update([0]);
+        hash.update(inputs.request.var("PATH_INFO").unwrap_or_default());
+        hash.update([0]);
         hash.update(inputs.request.query());
         hash.update([0]);
-        hash.update(unix_seconds(time).to_string());
+        hash.update(unix_nanos(time).to_string());
         if let Some(session) = &session {
             hash.update([0]);
             hash.update(session);
@@ -166,34 +171,57 @@ pub fn from_script_headers(etag: Option<&[u8]>, last_modified: Option<&[u8]>) ->
     }
 }
 
-/// Digest of the visitor's session: the cookie's value and the session file's content.
-/// `None` without the cookie (or with an id that is not a plain session id).
+/// Digest of the visitor's session: the session cookie's value and the session file's content,
+/// and every other cookie named in `cookies` (a login kept beside the session). `None` when
+/// the request carries none of them (a session id that is not a plain id counts as absent).
 fn session_fingerprint(config: &SessionConfig, request: &Request) -> Option<[u8; 16]> {
     let header = request.header("HTTP_COOKIE")?;
-    let id = cookie(header, &config.cookie)?;
-    let valid = !id.is_empty()
+    let mut hash = Md5::new();
+    let mut covered = false;
+    if let Some(id) = cookie(header, &config.cookie).filter(|id| is_session_id(id)) {
+        covered = true;
+        hash.update(id);
+        hash.update([0]);
+        let mut file_name = b"sess_".to_vec();
+        file_name.extend_from_slice(id);
+        let path = config
+            .save_path
+            .join(std::ffi::OsStr::from_bytes(&file_name));
+        // The save path is writable by every local user: a FIFO, a device, a socket or an
+        // oversized file planted there counts as no session file at all, never as a hang.
+        match regular_file::read(&path, regular_file::LIMIT) {
+            Ok(content) => hash.update(content),
+            Err(_) => hash.update(b"(no session file)"),
+        }
+    }
+    // Sorted, so the order a browser sends them in does not change the tag.
+    let mut others: Vec<(&[u8], &[u8])> = cookies(header)
+        .filter(|(name, _)| *name != config.cookie.as_bytes() && config.cookies.matches(name))
+        .collect();
+    others.sort_unstable();
+    for (name, value) in others {
+        covered = true;
+        hash.update([0]);
+        hash.update(name);
+        hash.update(b"=");
+        hash.update(value);
+    }
+    covered.then(|| hash.finalize().into())
+}
+
+/// PHP's session id alphabet (`[A-Za-z0-9,-]`); anything else could escape the save path.
+fn is_session_id(id: &[u8]) -> bool {
+    !id.is_empty()
         && id.len() <= MAX_SESSION_ID
         && id
             .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b',' || b == b'-');
-    if !valid {
-        return None;
-    }
-    let mut hash = Md5::new();
-    hash.update(id);
-    hash.update([0]);
-    let mut file_name = b"sess_".to_vec();
-    file_name.extend_from_slice(id);
-    let path = config
-        .save_path
-        .join(std::ffi::OsStr::from_bytes(&file_name));
-    // The save path is writable by every local user: a FIFO, a device, a socket or an
-    // oversized file planted there counts as no session file at all, never as a hang.
-    match regular_file::read(&path, regular_file::LIMIT) {
-        Ok(content) => hash.update(content),
-        Err(_) => hash.update(b"(no session file)"),
-    }
-    Some(hash.finalize().into())
+            .all(|&b| b.is_ascii_alphanumeric() || b == b',' || b == b'-')
+}
+
+/// Nanoseconds since the epoch (0 before it: the clamp keeps times after 1970 in practice).
+fn unix_nanos(time: SystemTime) -> u128 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 /// A file's modification time.
@@ -393,5 +421,77 @@ mod tests {
             "a `..` segment makes the path missing"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_login_kept_in_another_cookie_changes_the_etag() {
+        let config = SessionConfig {
+            cookie: "DokuWiki".into(),
+            save_path: PathBuf::from("/nonexistent"),
+            cookies: crate::declaration::CookieGlobs::new(vec!["DW*".into()]).unwrap(),
+        };
+        let sidecar = Declaration {
+            last_modified: Some(at(1000)),
+            feed: true,
+            session: Some(config),
+            ..Default::default()
+        };
+        let script = Path::new("/nonexistent/doku.php");
+        let tag = |c: &str| derive_for(&sidecar, script, &request("", Some(c)), 5000);
+        let anonymous = tag("other=1");
+        assert!(!anonymous.session_covered);
+        let remembered = tag("other=1; DWabc=token1");
+        assert!(remembered.session_covered);
+        assert_ne!(remembered.validators.etag, anonymous.validators.etag);
+        assert_ne!(
+            tag("DWabc=token2").validators.etag,
+            remembered.validators.etag
+        );
+        assert_eq!(
+            tag("DWb=2; DWa=1").validators.etag,
+            tag("DWa=1; DWb=2").validators.etag,
+            "cookie order does not matter"
+        );
+    }
+
+    #[test]
+    fn two_changes_within_one_second_give_two_etags() {
+        let dir = std::env::temp_dir().join(format!("hc-nanos-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("s.cgi");
+        std::fs::write(&script, "x").unwrap();
+        let file = std::fs::File::options().write(true).open(&script).unwrap();
+        let sidecar = Declaration::default();
+        let mut tags = Vec::new();
+        for nanos in [100_000_000, 700_000_000] {
+            file.set_modified(at(2_000_000_000) + Duration::from_nanos(nanos))
+                .unwrap();
+            let d = derive_for(&sidecar, &script, &request("", None), 3_000_000_000);
+            assert_eq!(d.validators.last_modified, Some(at(2_000_000_000)));
+            tags.push(d.validators.etag.unwrap());
+        }
+        assert_ne!(tags[0], tags[1]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn path_info_is_part_of_the_etag() {
+        let sidecar = Declaration {
+            last_modified: Some(at(1000)),
+            feed: true,
+            ..Default::default()
+        };
+        let script = Path::new("/nonexistent/cgit.cgi");
+        let tag = |path_info: Option<&str>| {
+            let mut vars = vec![(b"QUERY_STRING".to_vec(), Vec::new())];
+            if let Some(p) = path_info {
+                vars.push((b"PATH_INFO".to_vec(), p.as_bytes().to_vec()));
+            }
+            derive_for(&sidecar, script, &Request::new(vars), 5000)
+                .validators
+                .etag
+        };
+        assert_ne!(tag(None), tag(Some("/repo/")));
+        assert_ne!(tag(Some("/repo/")), tag(Some("/repo/log/")));
     }
 }

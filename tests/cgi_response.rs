@@ -453,7 +453,9 @@ fn session_cookie_and_file_are_covered_by_the_etag() {
         anonymous.header("Cache-Control"),
         Some("public, max-age=60")
     );
-    assert_eq!(anonymous.header("Vary"), None);
+    // Vary: Cookie with or without the cookie: a shared cache must not hand this copy to a
+    // visitor who has a session.
+    assert_eq!(anonymous.header("Vary"), Some("Cookie"));
     std::fs::write(sessions.join("sess_abc123"), "visits|i:1;").unwrap();
     let one = Cgi::new(&s)
         .header("COOKIE", "theme=dark; PHPSESSID=abc123")

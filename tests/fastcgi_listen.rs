@@ -30,6 +30,7 @@ fn hello_over(mut client: Client, root: &std::path::Path) {
 fn start_on_fd0(root: &std::path::Path, stdin: OwnedFd, log: &std::path::Path) -> Spawned {
     let child = Command::new(common::bin())
         .arg("fastcgi")
+        .args(common::responder_user())
         .arg("--root")
         .arg(root)
         .stdin(Stdio::from(stdin))
@@ -56,7 +57,9 @@ fn unix_socket_is_0660_replaces_a_stale_one_and_is_removed_on_exit() {
 
     // A live socket is not taken over, and a regular file is not replaced.
     let second = Command::new(common::bin())
-        .args(["fastcgi", "--root"])
+        .arg("fastcgi")
+        .args(common::responder_user())
+        .arg("--root")
         .arg(&dir.path)
         .arg("--listen")
         .arg(format!("unix:{}", socket.display()))
@@ -66,7 +69,9 @@ fn unix_socket_is_0660_replaces_a_stale_one_and_is_removed_on_exit() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("in use"));
     let file = dir.write("not-a-socket", "data", false);
     let third = Command::new(common::bin())
-        .args(["fastcgi", "--root"])
+        .arg("fastcgi")
+        .args(common::responder_user())
+        .arg("--root")
         .arg(&dir.path)
         .arg("--listen")
         .arg(format!("unix:{}", file.display()))
@@ -88,7 +93,9 @@ fn tcp_listen_and_bad_arguments() {
     let port = common::free_port();
     let log = dir.join("tcp.log");
     let child = Command::new(common::bin())
-        .args(["fastcgi", "--root"])
+        .arg("fastcgi")
+        .args(common::responder_user())
+        .arg("--root")
         .arg(&dir.path)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .stdin(Stdio::null())
@@ -102,7 +109,9 @@ fn tcp_listen_and_bad_arguments() {
 
     // No --listen and a plain stdin: a clear error, not a hang.
     let out = Command::new(common::bin())
-        .args(["fastcgi", "--root"])
+        .arg("fastcgi")
+        .args(common::responder_user())
+        .arg("--root")
         .arg(&dir.path)
         .stdin(Stdio::null())
         .output()
@@ -111,7 +120,9 @@ fn tcp_listen_and_bad_arguments() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("fd 0"));
     // A missing root.
     let out = Command::new(common::bin())
-        .args(["fastcgi", "--root", "/nonexistent/root", "--listen"])
+        .arg("fastcgi")
+        .args(common::responder_user())
+        .args(["--root", "/nonexistent/root", "--listen"])
         .arg(format!("unix:{}", dir.join("x.sock").display()))
         .output()
         .unwrap();

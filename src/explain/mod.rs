@@ -212,7 +212,7 @@ pub fn explain(options: &Options) -> anyhow::Result<Report> {
         options.method
     );
     let named = std::path::absolute(&options.script)?;
-    let script = Script::resolve(&named, None)?;
+    let script = Script::resolve(&named, &[])?;
     let request = build_request(&script, &method_name, &options.query, &headers);
     let declarations = match &options.rules {
         Some(path) => Declarations::with_rules(path).map_err(|e| anyhow::anyhow!("{e}"))?,

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
 
 use super::connection;
+use super::privileges::Privileges;
 use super::{Service, Stop};
 use crate::front_end::log;
 
@@ -44,10 +45,11 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Binds `unix:PATH` (mode 0660, a stale socket replaced) or `HOST:PORT`.
-    pub fn bind(spec: &str) -> anyhow::Result<Listener> {
+    /// Binds `unix:PATH` (mode 0660, owned as `privileges` say, a stale socket replaced) or
+    /// `HOST:PORT`.
+    pub fn bind(spec: &str, privileges: &Privileges) -> anyhow::Result<Listener> {
         if let Some(path) = spec.strip_prefix("unix:") {
-            return bind_unix(Path::new(path));
+            return bind_unix(Path::new(path), privileges);
         }
         let std = std::net::TcpListener::bind(spec).with_context(|| format!("--listen {spec}"))?;
         std.set_nonblocking(true)?;
@@ -150,9 +152,22 @@ enum Conn {
     Unix(tokio::net::UnixStream),
 }
 
-/// Binds a unix socket under a temporary name, sets its mode, then renames it into place:
-/// a client never sees it with the wrong mode, and a stale socket is replaced atomically.
-fn bind_unix(path: &Path) -> anyhow::Result<Listener> {
+/// Binds a unix socket under a temporary name, sets its mode and owner, then renames it into
+/// place: a client never sees it with the wrong mode, and a stale socket is replaced atomically.
+fn bind_unix(path: &Path, privileges: &Privileges) -> anyhow::Result<Listener> {
+    // Said plainly: binding would otherwise fail with a bare ENOENT on the temporary name.
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        bail!(
+            "--listen unix:{}: the folder {} does not exist (create it first; under systemd, \
+             RuntimeDirectory= does)",
+            path.display(),
+            folder.display()
+        );
+    }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -175,7 +190,9 @@ fn bind_unix(path: &Path) -> anyhow::Result<Listener> {
     let std = std::os::unix::net::UnixListener::bind(&temp)
         .with_context(|| format!("binding {}", temp.display()))?;
     let placed = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(SOCKET_MODE))
-        .and_then(|()| std::fs::rename(&temp, path));
+        .map_err(anyhow::Error::from)
+        .and_then(|()| privileges.place_socket(&temp))
+        .and_then(|()| std::fs::rename(&temp, path).map_err(anyhow::Error::from));
     if let Err(e) = placed {
         let _ = std::fs::remove_file(&temp);
         return Err(e).with_context(|| format!("placing the socket at {}", path.display()));

@@ -13,6 +13,7 @@
 pub mod codec;
 pub mod connection;
 pub mod listener;
+pub mod privileges;
 mod records;
 pub mod request;
 
@@ -33,8 +34,12 @@ pub use listener::Listener;
 /// `http-conditional fastcgi` options.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Only scripts whose real path lies under this folder run.
-    pub root: PathBuf,
+    /// Only scripts whose real path lies under one of these folders run (`--root`, repeated).
+    pub roots: Vec<PathBuf>,
+    /// `--user USER[:GROUP]`: the account scripts run as (required when started as root).
+    pub user: Option<String>,
+    /// `--socket-group GROUP`: the group of the unix socket created (the web server's).
+    pub socket_group: Option<String>,
     /// `unix:/path.sock` or `HOST:PORT`; `None` means the listening socket inherited as fd 0.
     pub listen: Option<String>,
     /// Scripts running at once (default 4 × CPUs).
@@ -103,10 +108,15 @@ pub struct Service {
 }
 
 impl Service {
-    /// The service for `options`: canonical root, slots, the daemon's PATH. An invalid
+    /// The service for `options`: canonical roots, slots, the daemon's PATH. An invalid
     /// `--root`, `--timeout` or `--queue-timeout` is an error at start-up.
     pub fn new(options: &Options, limits: Limits) -> anyhow::Result<Service> {
-        let root = front_end::canonical_root(&options.root)?;
+        anyhow::ensure!(!options.roots.is_empty(), "--root is required");
+        let roots = options
+            .roots
+            .iter()
+            .map(|root| front_end::canonical_root(root))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let timeout = front_end::timeout_flag(options.timeout)?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         // `Slots` runs at least one script at a time whatever it is asked.
@@ -115,7 +125,7 @@ impl Service {
             .context("--queue-timeout must be a non-negative number of seconds")?;
         Ok(Service {
             engine: front_end::engine(
-                root,
+                roots,
                 &front_end::declarations(options.rules.as_deref())?,
                 front_end::backends(max_children, queue_timeout, &options.upstream)?,
             ),
@@ -131,6 +141,8 @@ impl Service {
 pub fn run(options: Options) -> anyhow::Result<ExitCode> {
     let limits = Limits::default();
     let service = Arc::new(Service::new(&options, limits.clone())?);
+    let privileges =
+        privileges::Privileges::resolve(options.user.as_deref(), options.socket_group.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // One blocking thread per request, and a connection carries one request at a time.
@@ -139,13 +151,20 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         let listener = match &options.listen {
-            Some(spec) => Listener::bind(spec)?,
+            Some(spec) => Listener::bind(spec, &privileges)?,
             None => Listener::inherited()?,
         };
+        privileges.drop_root()?;
+        let roots: Vec<String> = service
+            .engine
+            .roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
         log(format_args!(
             "FastCGI responder on {} (root {})",
             listener.describe(),
-            options.root.display()
+            roots.join(", ")
         ));
         // Registered before the first accept, so an early SIGTERM is a clean stop too.
         let term = signal(SignalKind::terminate()).context("watching SIGTERM")?;

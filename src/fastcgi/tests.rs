@@ -52,7 +52,7 @@ fn service(root: &Root) -> Arc<Service> {
     Arc::new(Service {
         engine: Engine {
             found_for_local_redirects: true,
-            root: Some(root.0.clone()),
+            roots: vec![root.0.clone()],
             ..Engine::default()
         },
         timeout: None,

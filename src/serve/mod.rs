@@ -135,7 +135,7 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
     let declarations = front_end::declarations(options.rules.as_deref())?;
     let state = Arc::new(State {
         engine: front_end::engine(
-            root.clone(),
+            vec![root.clone()],
             &declarations,
             front_end::backends(scripts, SLOT_WAIT, &options.upstream)?,
         ),

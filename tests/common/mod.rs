@@ -375,3 +375,14 @@ pub fn processes_matching(needle: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// `--user root` when the tests run as root, nothing otherwise: the FastCGI responder refuses
+/// to start as root without `--user`, and most tests run scripts as whoever runs the tests
+/// (tests/apps.rs checks the switch to another user).
+pub fn responder_user() -> &'static [&'static str] {
+    if rustix::process::geteuid().is_root() {
+        &["--user", "root"]
+    } else {
+        &[]
+    }
+}

@@ -49,6 +49,11 @@ impl Responder {
             .arg("--listen")
             .arg(format!("unix:{}", socket.display()))
             .args(extra)
+            .args(if extra.contains(&"--user") {
+                &[][..]
+            } else {
+                common::responder_user()
+            })
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
