@@ -14,15 +14,25 @@ fn exec_as_server(
     env: &[(&str, &str)],
     args: &[&str],
 ) -> std::process::Output {
-    std::process::Command::new(script)
-        .env_clear()
-        .env("GATEWAY_INTERFACE", "CGI/1.1")
-        .env("REQUEST_METHOD", "GET")
-        .env("SCRIPT_FILENAME", script)
-        .envs(env.iter().copied())
-        .args(args)
-        .output()
-        .unwrap()
+    // A script just written may still be open in a child another test thread forked meanwhile
+    // (ETXTBSY until that child execs): try again, as a moment later it is not.
+    for _ in 0..50 {
+        let output = std::process::Command::new(script)
+            .env_clear()
+            .env("GATEWAY_INTERFACE", "CGI/1.1")
+            .env("REQUEST_METHOD", "GET")
+            .env("SCRIPT_FILENAME", script)
+            .envs(env.iter().copied())
+            .args(args)
+            .output();
+        match output {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{} stayed busy", script.display())
 }
 
 fn page(dir: &TempDir, name: &str, executable: bool) -> std::path::PathBuf {

@@ -10,6 +10,11 @@ use crate::failure::Failure;
 use crate::runner::{RunningScript, ScriptCommand};
 use crate::slots::Slots;
 
+/// Attempts to start a script that is busy being written (ETXTBSY) before giving up.
+const TEXT_BUSY_RETRIES: u32 = 5;
+/// Pause between those attempts.
+const TEXT_BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Runs `program args…` in `cwd` for each request.
 pub struct ProcessBackend {
     /// The interpreter, or the script itself.
@@ -45,11 +50,35 @@ impl Backend for ProcessBackend {
             cwd: self.cwd.clone(),
             timeout: call.timeout,
         };
-        let mut running = RunningScript::spawn(&command, input, errors.clone(), abort.clone())
-            .map_err(|e| Failure::SpawnFailed {
-                script: self.name.clone(),
-                reason: e.to_string(),
-            })?;
+        let mut input = input;
+        let mut attempt = 0;
+        let mut running = loop {
+            // Only a body not handed over yet can be offered again.
+            let again = match &input {
+                Input::Inherit => Some(Input::Inherit),
+                Input::Null => Some(Input::Null),
+                Input::Stream(_) => None,
+            };
+            match RunningScript::spawn(&command, input, errors.clone(), abort.clone()) {
+                // A script written a moment ago may still be open for writing in a process
+                // forked meanwhile (a deploy tool, a test harness): ETXTBSY clears within
+                // milliseconds.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                        && attempt < TEXT_BUSY_RETRIES =>
+                {
+                    let Some(again) = again else { break Err(e) };
+                    attempt += 1;
+                    std::thread::sleep(TEXT_BUSY_PAUSE);
+                    input = again;
+                }
+                other => break other,
+            }
+        }
+        .map_err(|e| Failure::SpawnFailed {
+            script: self.name.clone(),
+            reason: e.to_string(),
+        })?;
         if let Some(slot) = slot {
             running.hold(Box::new(slot));
         }
