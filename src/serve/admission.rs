@@ -3,6 +3,7 @@
 //! only for that instant), and a refusal or accept-error episode is logged once when it
 //! starts and once when it ends, never once per connection or per retry.
 
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -92,32 +93,28 @@ const DESCRIPTORS_BASE: u64 = 64;
 pub fn fit_to_descriptors(cap: usize, scripts: usize) -> usize {
     let reserve = DESCRIPTORS_BASE + DESCRIPTORS_PER_SCRIPT * scripts as u64;
     let needed = reserve + DESCRIPTORS_PER_CONNECTION * cap as u64;
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit read or write the one struct passed.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return cap;
-    }
-    if limit.rlim_cur < needed {
-        let raised = libc::rlimit {
-            rlim_cur: needed.min(limit.rlim_max),
-            rlim_max: limit.rlim_max,
+    let limit = getrlimit(Resource::Nofile);
+    // No limit at all (RLIM_INFINITY) is as good as any number.
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    let mut current = limit.current.unwrap_or(u64::MAX);
+    if current < needed {
+        let raised = needed.min(hard);
+        let wanted = Rlimit {
+            current: Some(raised),
+            maximum: limit.maximum,
         };
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit.rlim_cur = raised.rlim_cur;
+        if setrlimit(Resource::Nofile, wanted).is_ok() {
+            current = raised;
         }
     }
-    let fits = limit.rlim_cur.saturating_sub(reserve) / DESCRIPTORS_PER_CONNECTION;
+    let fits = current.saturating_sub(reserve) / DESCRIPTORS_PER_CONNECTION;
     if fits >= cap as u64 {
         return cap;
     }
     let fits = usize::try_from(fits).unwrap_or(cap).max(1);
     log(format_args!(
         "the descriptor limit ({}) allows {fits} connections, not --max-connections {cap}; using {fits}",
-        limit.rlim_cur
+        current
     ));
     fits
 }
