@@ -10,7 +10,7 @@ use crate::cgi_head::{self, HeadParse};
 use crate::encoding::{self, BodyEncoder, Coding};
 use crate::failure::Failure;
 use crate::job::{Answer, Outcome, RequestBody, Runs};
-use crate::launch::Plan;
+use crate::launch::{Plan, Purpose};
 use crate::range;
 use crate::request::{Method, Request};
 use crate::response::{BodyWriter, ResponseHead, ResponseSink};
@@ -18,6 +18,8 @@ use crate::response::{BodyWriter, ResponseHead, ResponseSink};
 /// Bodies up to this size are buffered whole, so they get a Content-Length and a script failure
 /// can still become a clean 502; larger ones stream with flat memory.
 pub const BUFFER_LIMIT: usize = 256 * 1024;
+/// How much of a script's output one read takes.
+const READ_CHUNK: usize = 64 * 1024;
 /// How far a request got; decides what can still be sent when something fails.
 #[derive(Default)]
 pub(crate) struct Progress {
@@ -56,11 +58,18 @@ pub(crate) fn start(
     extra: &[(&str, OsString)],
     ex: &mut Exchange<'_>,
 ) -> Result<Output, Failure> {
-    let mut running = plan.start(ex.request, extra, ex.body.take_input(), ex.errors, ex.abort)?;
+    let mut running = plan.start(
+        Purpose::Page,
+        ex.request,
+        extra,
+        ex.body.take_input(),
+        ex.errors,
+        ex.abort,
+    )?;
     // Only a script that started has the body; otherwise the failure answer still reads it.
     ex.progress.input_taken = true;
     let mut buffered = Vec::with_capacity(8 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut chunk = vec![0u8; READ_CHUNK];
     let mut at_eof = false;
     let (mut head, body_at) = loop {
         match cgi_head::parse(&buffered, at_eof) {
@@ -110,7 +119,7 @@ pub(crate) fn finish_silently(mut output: Output, plan: &Plan) -> Result<(), Fai
     if output.complete {
         return Ok(());
     }
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut chunk = vec![0u8; READ_CHUNK];
     drain(output.running.as_mut(), &mut chunk).map_err(|e| plan.run_error(e))?;
     plan.wait_success(output.running.as_mut())
 }
@@ -138,8 +147,15 @@ pub(crate) fn send(
     if bodiless {
         output.buffered.clear();
         if !output.complete {
-            let mut chunk = vec![0u8; 64 * 1024];
-            let _ = drain(output.running.as_mut(), &mut chunk);
+            // The head is all a 1xx/204/304 sends; the rest is read so the run can end well.
+            let mut chunk = vec![0u8; READ_CHUNK];
+            let ended =
+                drain(output.running.as_mut(), &mut chunk).and_then(|()| output.running.wait());
+            if !matches!(ended, Ok(Ended::Success)) {
+                crate::log::line(&format!(
+                    "{status} from a script that then failed: {ended:?}"
+                ));
+            }
         }
     }
     if output.complete || bodiless {
@@ -171,20 +187,27 @@ pub(crate) fn send(
     };
     ex.sink.send_head(head)?;
     progress.head_sent = true;
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut chunk = vec![0u8; READ_CHUNK];
     let mut writer = BodyWriter::new(&mut *ex.sink);
+    // With an announced length, its last byte waits for the run's success (below).
+    let mut last_byte = None;
     let result = if is_head {
         drain(output.running.as_mut(), &mut chunk)
     } else if let Some(length) = announced {
         let mut held = AnnouncedLength::new(&mut writer, length);
-        stream(&mut output, Coding::Identity, &mut held, &mut chunk)
-            .and_then(|()| held.finish().map_err(RunError::Io))
+        stream(&mut output, Coding::Identity, &mut held, &mut chunk).and_then(|()| {
+            last_byte = held.finish().map_err(RunError::Io)?;
+            Ok(())
+        })
     } else {
         stream(&mut output, coding, &mut writer, &mut chunk)
     };
-    progress.body_bytes = writer.written;
     let exit = result.and_then(|()| output.running.wait());
-    let complete = matches!(&exit, Ok(Ended::Success));
+    let mut complete = matches!(&exit, Ok(Ended::Success));
+    if complete && let Some(byte) = last_byte {
+        complete = writer.write_all(&[byte]).is_ok();
+    }
+    progress.body_bytes = writer.written;
     if let Err(e) = &exit {
         crate::log::line(&format!("response cut short: {e:?}"));
     } else if !complete {
@@ -245,18 +268,16 @@ impl<'a> AnnouncedLength<'a> {
         }
     }
 
-    /// The output ended: sends the held byte when it was exactly as long as announced.
-    fn finish(mut self) -> io::Result<()> {
+    /// The output ended: the held last byte, when it was exactly as long as announced, for
+    /// the caller to send once the run has also ended well.
+    fn finish(self) -> io::Result<Option<u8>> {
         if self.received != self.announced {
             return Err(io::Error::other(format!(
                 "the script announced Content-Length {} and wrote {} bytes",
                 self.announced, self.received
             )));
         }
-        match self.last.take() {
-            Some(byte) => self.inner.write_all(&[byte]),
-            None => Ok(()),
-        }
+        Ok(self.last)
     }
 }
 

@@ -54,6 +54,15 @@ impl std::fmt::Debug for Backends {
     }
 }
 
+/// Why a script is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// For its response.
+    Page,
+    /// For its last change (with `CONDITIONAL_PROBE=1`, or the declaration's probe command).
+    Probe,
+}
+
 /// A resolved script and how to run it (`explain` builds one to run the probe).
 pub struct Plan {
     /// The resolved script.
@@ -211,21 +220,28 @@ impl Plan {
         env
     }
 
-    /// Starts the script for `request`, with `extra` variables and its body on `input`.
+    /// Starts the script for `request` (the page, or its probe), with `extra` variables and
+    /// its body on `input`.
     pub(crate) fn start(
         &self,
+        purpose: Purpose,
         request: &Request,
         extra: &[(&str, OsString)],
         input: Input,
         errors: &ErrorOutput,
         abort: &AbortHandle,
     ) -> Result<Box<dyn ScriptRun>, Failure> {
-        let env = self.env_for(request, extra);
+        let probe = purpose == Purpose::Probe;
+        let mut extra = extra.to_vec();
+        if probe {
+            extra.push((PROBE_MARK, "1".into()));
+        }
+        let env = self.env_for(request, &extra);
         let call = ScriptCall {
             env: &env,
             timeout: self.timeout,
+            script: &self.script.name,
         };
-        let probe = extra.iter().any(|(name, _)| *name == PROBE_MARK);
         let backend = match &self.probe_backend {
             Some(command) if probe => command,
             _ => &self.backend,
@@ -291,13 +307,7 @@ pub(crate) fn probe(
     errors: &ErrorOutput,
     abort: &AbortHandle,
 ) -> Result<SystemTime, Failure> {
-    let mut run = plan.start(
-        request,
-        &[(PROBE_MARK, "1".into())],
-        Input::Null,
-        errors,
-        abort,
-    )?;
+    let mut run = plan.start(Purpose::Probe, request, &[], Input::Null, errors, abort)?;
     let failed = |reason: String| Failure::ProbeFailed {
         script: plan.script.name.clone(),
         reason,
@@ -308,7 +318,14 @@ pub(crate) fn probe(
     })?;
     match run.wait().map_err(|e| plan.run_error(e))? {
         Ended::Success => {}
-        Ended::Failed(reason) | Ended::Refused(reason) => return Err(failed(reason)),
+        Ended::Failed(reason) => return Err(failed(reason)),
+        // The application turned the probe away, as it may any request: 503, not a bad probe.
+        Ended::Refused(reason) => {
+            return Err(Failure::UpstreamRefused {
+                script: plan.script.name.clone(),
+                reason,
+            });
+        }
     }
     parse_probe_answer(&output).ok_or_else(|| {
         failed("the first line is not unix seconds, an HTTP-date or RFC 3339".into())

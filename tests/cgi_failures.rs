@@ -430,9 +430,14 @@ fn a_script_whose_name_holds_a_newline_or_escape_cannot_forge_a_log_line() {
     assert!(!r.stderr.contains('\x1b') && !r.stderr.contains('\r'));
 }
 
-/// A FastCGI application that answers every request with FCGI_END_REQUEST carrying
-/// `protocol_status`, after `stdout` (as FCGI_STDOUT records) when given.
-fn fake_upstream(dir: &TempDir, protocol_status: u8, stdout: &'static [u8]) -> String {
+/// A FastCGI application that answers every request with `stdout` (as FCGI_STDOUT records,
+/// when given), then FCGI_END_REQUEST carrying `app_status` and `protocol_status`.
+fn fake_upstream_ending(
+    dir: &TempDir,
+    app_status: u32,
+    protocol_status: u8,
+    stdout: Vec<u8>,
+) -> String {
     use std::io::{Read, Write};
     let socket = dir.join("app.sock");
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
@@ -453,16 +458,24 @@ fn fake_upstream(dir: &TempDir, protocol_status: u8, stdout: &'static [u8]) -> S
             }
             let mut out = Vec::new();
             if !stdout.is_empty() {
-                let len = u16::try_from(stdout.len()).unwrap().to_be_bytes();
-                out.extend_from_slice(&[1, 6, 0, 1, len[0], len[1], 0, 0]);
-                out.extend_from_slice(stdout);
+                for chunk in stdout.chunks(65535) {
+                    let len = u16::try_from(chunk.len()).unwrap().to_be_bytes();
+                    out.extend_from_slice(&[1, 6, 0, 1, len[0], len[1], 0, 0]);
+                    out.extend_from_slice(chunk);
+                }
                 out.extend_from_slice(&[1, 6, 0, 1, 0, 0, 0, 0]);
             }
-            out.extend_from_slice(&[1, 3, 0, 1, 0, 8, 0, 0, 0, 0, 0, 0, protocol_status, 0, 0, 0]);
+            let [a, b, c, d] = app_status.to_be_bytes();
+            out.extend_from_slice(&[1, 3, 0, 1, 0, 8, 0, 0, a, b, c, d, protocol_status, 0, 0, 0]);
             let _ = stream.write_all(&out);
         }
     });
     format!("unix:{}", socket.display())
+}
+
+/// As [`fake_upstream_ending`] with application status 0.
+fn fake_upstream(dir: &TempDir, protocol_status: u8, stdout: &[u8]) -> String {
+    fake_upstream_ending(dir, 0, protocol_status, stdout.to_vec())
 }
 
 #[test]
@@ -484,4 +497,75 @@ fn an_overloaded_upstream_is_503_and_a_malformed_one_502() {
     // An upstream address that is neither unix:/path nor HOST:PORT: 500.
     let r = Cgi::new(&page).env("CONDITIONAL_UPSTREAM", "nowhere").run();
     assert_eq!(r.status, 500, "{}", r.text());
+}
+
+#[test]
+fn an_overloaded_upstream_refusing_the_probe_is_503_too() {
+    let dir = TempDir::new("upstream-probe");
+    let page = dir.write("page.php", "<?php echo 1;", false);
+    dir.sidecar("page.php", r#"{"probe": true}"#);
+    let upstream = fake_upstream(&dir, 2, b"");
+    let r = Cgi::new(&page).env("CONDITIONAL_UPSTREAM", upstream).run();
+    assert_eq!(r.status, 503, "{}", r.text());
+}
+
+#[test]
+fn a_streamed_body_of_its_announced_length_from_a_failed_run_never_looks_complete() {
+    let dir = TempDir::new("upstream-failed-run");
+    let page = dir.write("page.php", "<?php echo 1;", false);
+    let length = 400_000;
+    let mut stdout =
+        format!("Content-Type: text/plain\r\nContent-Length: {length}\r\n\r\n").into_bytes();
+    stdout.extend(std::iter::repeat_n(b'x', length));
+    // The whole announced body arrives, then the application says it failed.
+    let upstream = fake_upstream_ending(&dir, 1, 0, stdout);
+    let r = Cgi::new(&page).env("CONDITIONAL_UPSTREAM", upstream).run();
+    assert_eq!(r.status, 200, "the head went out before the failure");
+    assert_eq!(r.header("Content-Length"), Some("400000"));
+    assert!(
+        r.body.len() < length,
+        "{} bytes: a complete-looking body",
+        r.body.len()
+    );
+    assert!(!r.exit_ok, "the wrapper reports the failure to the server");
+}
+
+#[test]
+fn an_upstream_whose_listen_queue_stays_full_is_503_within_the_timeout() {
+    let dir = TempDir::new("upstream-backlog");
+    let socket = dir.join("full.sock");
+    // A listener with the smallest queue, never accepting, its queue filled by idle clients.
+    let mut holder = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import socket, sys, time\n\
+             s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(0)\n\
+             cs = []\n\
+             for _ in range(8):\n\
+             \x20   c = socket.socket(socket.AF_UNIX); c.setblocking(False)\n\
+             \x20   try: c.connect(sys.argv[1])\n\
+             \x20   except OSError: break\n\
+             \x20   cs.append(c)\n\
+             print('ready', flush=True); time.sleep(60)\n",
+        )
+        .arg(&socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let page = dir.write("page.php", "<?php echo 1;", false);
+    let r = Cgi::new(&page)
+        .env("CONDITIONAL_UPSTREAM", format!("unix:{}", socket.display()))
+        .env("CONDITIONAL_TIMEOUT", "2")
+        .timeout(std::time::Duration::from_secs(15))
+        .run();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(r.status, 503, "{}", r.text());
 }

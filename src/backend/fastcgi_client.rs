@@ -124,14 +124,21 @@ impl Address {
         (!host.is_empty() && port.parse::<u16>().is_ok()).then(|| Address::Tcp(text.to_string()))
     }
 
-    fn connect(&self) -> io::Result<Stream> {
+    /// Connects within `limit`. A unix socket whose listen queue is full (every worker busy,
+    /// the queue filled) would block a plain connect until it drains, so it is tried without
+    /// blocking, again and again until `limit`.
+    fn connect(&self, limit: Instant, abort: &AbortHandle) -> Result<Stream, Unconnected> {
         let stream = match self {
-            Address::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
+            Address::Unix(path) => Stream::Unix(connect_unix(path, limit, abort)?),
             Address::Tcp(target) => {
                 let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
                 let mut connected = None;
                 for addr in target.to_socket_addrs()? {
-                    match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+                    let left = limit.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Unconnected::Busy("connecting took too long".into()));
+                    }
+                    match TcpStream::connect_timeout(&addr, left.min(CONNECT_TIMEOUT)) {
                         Ok(s) => {
                             let _ = s.set_nodelay(true);
                             connected = Some(s);
@@ -145,6 +152,59 @@ impl Address {
         };
         stream.set_timeouts(Some(TICK))?;
         Ok(stream)
+    }
+}
+
+/// Why no connection was made.
+enum Unconnected {
+    /// The upstream is not there (no socket, refused, no route).
+    Unreachable(io::Error),
+    /// It is there but takes no connection now (its listen queue is full).
+    Busy(String),
+    /// The client went away meanwhile.
+    Aborted,
+}
+
+impl From<io::Error> for Unconnected {
+    fn from(e: io::Error) -> Self {
+        Unconnected::Unreachable(e)
+    }
+}
+
+/// How often a connect to a full unix listen queue is tried again.
+const CONNECT_RETRY: Duration = Duration::from_millis(5);
+
+fn connect_unix(
+    path: &std::path::Path,
+    limit: Instant,
+    abort: &AbortHandle,
+) -> Result<UnixStream, Unconnected> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let address = SocketAddrUnix::new(path).map_err(io::Error::from)?;
+    loop {
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        match rustix::net::connect(&fd, &address) {
+            Ok(()) => {
+                let stream = UnixStream::from(fd);
+                stream.set_nonblocking(false)?;
+                return Ok(stream);
+            }
+            Err(rustix::io::Errno::AGAIN) => {}
+            Err(e) => return Err(Unconnected::Unreachable(e.into())),
+        }
+        if abort.is_aborted() {
+            return Err(Unconnected::Aborted);
+        }
+        if Instant::now() >= limit {
+            return Err(Unconnected::Busy("its listen queue stayed full".into()));
+        }
+        std::thread::sleep(CONNECT_RETRY);
     }
 }
 
@@ -334,29 +394,29 @@ impl Pool {
         None
     }
 
-    fn connect(&self) -> Result<Stream, Failure> {
+    /// A new connection within `CONNECT_TIMEOUT` and the request's deadline.
+    fn connect(&self, call: &Call<'_>) -> Result<Stream, Failure> {
+        let limit = call.deadline.min(Instant::now() + CONNECT_TIMEOUT);
         self.address
-            .connect()
-            .map_err(|e| Failure::UpstreamUnreachable {
-                address: self.label.clone(),
-                reason: e.to_string(),
+            .connect(limit, call.abort)
+            .map_err(|e| match e {
+                Unconnected::Unreachable(e) => Failure::UpstreamUnreachable {
+                    address: self.label.clone(),
+                    reason: e.to_string(),
+                },
+                Unconnected::Busy(reason) => Failure::UpstreamRefused {
+                    script: call.script.to_string(),
+                    reason: format!("upstream {}: {reason}", self.label),
+                },
+                Unconnected::Aborted => Failure::Io(io::ErrorKind::ConnectionAborted.into()),
             })
     }
 
     /// A new connection with the request's first bytes written on it.
-    fn connect_and_send(
-        &self,
-        head: &[u8],
-        stop: &AtomicBool,
-        deadline: Instant,
-    ) -> Result<Stream, Failure> {
-        let mut fresh = self.connect()?;
-        write_all_ticking(&mut fresh, head, stop, deadline).map_err(|e| {
-            Failure::UpstreamUnreachable {
-                address: self.label.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+    fn connect_and_send(&self, head: &[u8], call: &Call<'_>) -> Result<Stream, Failure> {
+        let mut fresh = self.connect(call)?;
+        write_all_ticking(&mut fresh, head, call.stop, call.deadline)
+            .map_err(|e| call.write_failure(&self.label, e))?;
         Ok(fresh)
     }
 
@@ -372,6 +432,35 @@ impl Pool {
                 since: Instant::now(),
             });
             self.went_idle.notify_one();
+        }
+    }
+}
+
+/// What starting one request needs to know to give up in time, and to say why.
+struct Call<'a> {
+    deadline: Instant,
+    abort: &'a AbortHandle,
+    stop: &'a AtomicBool,
+    script: &'a str,
+    timeout: Duration,
+}
+
+impl Call<'_> {
+    /// The failure for a write of the request that did not complete: the deadline, the
+    /// client leaving, or the upstream's end of the connection.
+    fn write_failure(&self, label: &str, error: io::Error) -> Failure {
+        if self.abort.is_aborted() {
+            Failure::Io(io::ErrorKind::ConnectionAborted.into())
+        } else if Instant::now() >= self.deadline {
+            Failure::Timeout {
+                script: self.script.to_string(),
+                after: self.timeout,
+            }
+        } else {
+            Failure::UpstreamUnreachable {
+                address: label.to_string(),
+                reason: error.to_string(),
+            }
         }
     }
 }
@@ -414,7 +503,8 @@ impl Backend for FastCgiBackend {
         encode_stream(
             BEGIN_REQUEST,
             REQUEST_ID,
-            &begin_request_body(RESPONDER, true),
+            // Without connections to keep (CGI mode), the application may close after answering.
+            &begin_request_body(RESPONDER, self.pool.config.keep_idle > 0),
             &mut request,
         );
         encode_params(call.env, &mut request);
@@ -431,12 +521,24 @@ impl Backend for FastCgiBackend {
         // A kept connection the upstream closed meanwhile fails on this first write: nothing
         // of the request has been taken yet, so a new connection is safe for any method.
         let stop = Arc::new(AtomicBool::new(false));
-        let (stream, reused) = match self.pool.take_idle() {
-            Some(mut kept) => match write_all_ticking(&mut kept, &head, &stop, deadline) {
-                Ok(()) => (kept, true),
-                Err(_) => (self.pool.connect_and_send(&head, &stop, deadline)?, false),
-            },
-            None => (self.pool.connect_and_send(&head, &stop, deadline)?, false),
+        let attempt = Call {
+            deadline,
+            abort,
+            stop: &stop,
+            script: call.script,
+            timeout: call.timeout,
+        };
+        let kept = self.pool.take_idle().and_then(|mut kept| {
+            write_all_ticking(&mut kept, &head, &stop, deadline)
+                .ok()
+                .map(|()| kept)
+        });
+        let reused = kept.is_some();
+        // Counted before connecting, so a connection finishing meanwhile is closed for us.
+        let waiting = (!reused).then(|| WaitingOnNew::new(&self.pool));
+        let stream = match kept {
+            Some(kept) => kept,
+            None => self.pool.connect_and_send(&head, &attempt)?,
         };
         let mut run = FastCgiRun {
             pool: Arc::clone(&self.pool),
@@ -453,10 +555,12 @@ impl Backend for FastCgiBackend {
             stop,
             feed: Arc::new(Feed::default()),
             retry: (self.retry_safe && reused).then_some(head),
-            waiting_on_new: false,
+            waiting_on_new: waiting,
             slot: Some(slot),
+            ended: None,
+            script: call.script.to_string(),
+            timeout: call.timeout,
         };
-        run.set_waiting_on_new(!reused);
         match source {
             None => {
                 run.feed.source_ended.store(true, Ordering::SeqCst);
@@ -512,22 +616,39 @@ struct FastCgiRun {
     feed: Arc<Feed>,
     /// The request's first bytes, while a retry on a new connection is still allowed.
     retry: Option<Bytes>,
-    waiting_on_new: bool,
+    /// Held while this request, on a new connection, has no answer yet.
+    waiting_on_new: Option<WaitingOnNew>,
+    /// The pool's slot, released once the connection is checked in or closed.
     slot: Option<SlotGuard>,
+    /// How the run ended, once `wait` has seen it (a second `wait` answers the same).
+    ended: Option<Ended>,
+    /// The script's name and time limit, for errors.
+    script: String,
+    timeout: Duration,
+}
+
+/// Counts one request waiting for the first answer on a new connection (see
+/// `Pool::waiting_on_new`), for as long as it is held.
+struct WaitingOnNew {
+    pool: Arc<Pool>,
+}
+
+impl WaitingOnNew {
+    fn new(pool: &Arc<Pool>) -> Self {
+        pool.waiting_on_new.fetch_add(1, Ordering::SeqCst);
+        WaitingOnNew {
+            pool: Arc::clone(pool),
+        }
+    }
+}
+
+impl Drop for WaitingOnNew {
+    fn drop(&mut self) {
+        self.pool.waiting_on_new.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl FastCgiRun {
-    fn set_waiting_on_new(&mut self, waiting: bool) {
-        if waiting != self.waiting_on_new {
-            if waiting {
-                self.pool.waiting_on_new.fetch_add(1, Ordering::SeqCst);
-            } else {
-                self.pool.waiting_on_new.fetch_sub(1, Ordering::SeqCst);
-            }
-            self.waiting_on_new = waiting;
-        }
-    }
-
     fn start_feeder(&mut self, mut source: Box<dyn Read + Send>) -> Result<(), Failure> {
         let writer = Arc::new(Mutex::new(self.reader.try_clone().map_err(|e| {
             Failure::UpstreamUnreachable {
@@ -610,7 +731,7 @@ impl FastCgiRun {
         if !self.answered {
             self.answered = true;
             self.retry = None;
-            self.set_waiting_on_new(false);
+            self.waiting_on_new = None;
         }
         match record_type {
             STDOUT if content.is_empty() => self.stdout_ended = true,
@@ -620,7 +741,6 @@ impl FastCgiRun {
                 // A malformed end record still ends the request, as a failure.
                 self.end =
                     Some(parse_end_request(&content).unwrap_or((u32::MAX, REQUEST_COMPLETE)));
-                self.slot = None;
             }
             _ => {}
         }
@@ -641,10 +761,11 @@ impl FastCgiRun {
         };
         // The feeder may not have seen the end of an empty body yet; a body with bytes in it
         // can never be sent again.
-        let settle = Instant::now() + FEED_SETTLE;
+        let settle = self.deadline.min(Instant::now() + FEED_SETTLE);
         while !self.feed.source_ended.load(Ordering::SeqCst)
             && self.feed.taken.load(Ordering::SeqCst) == 0
             && Instant::now() < settle
+            && !self.abort.is_aborted()
         {
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -653,17 +774,33 @@ impl FastCgiRun {
         if !body_safe {
             return Err(fail());
         }
-        let mut fresh = self.pool.connect().map_err(|_| fail())?;
         let mut resend = BytesMut::from(&head[..]);
         if self.writer.is_some() {
             // The body was empty: its end record goes with the rest this time.
             encode_stream(STDIN, REQUEST_ID, &[], &mut resend);
         }
-        write_all_ticking(&mut fresh, &resend, &self.stop, self.deadline).map_err(|_| fail())?;
+        // The old feeder's writes went to the dead connection; this one carries the whole
+        // request, so the feed is done whatever became of them.
+        self.stop.store(true, Ordering::SeqCst);
+        self.stop = Arc::new(AtomicBool::new(false));
+        self.waiting_on_new = Some(WaitingOnNew::new(&self.pool));
+        let call = Call {
+            deadline: self.deadline,
+            abort: &self.abort,
+            stop: &self.stop,
+            script: &self.script,
+            timeout: self.timeout,
+        };
+        let fresh = self
+            .pool
+            .connect_and_send(&resend, &call)
+            .map_err(|failure| {
+                RunError::Io(io::Error::other(format!("{reason}; then: {failure}")))
+            })?;
         self.reader = fresh;
         self.writer = None;
+        self.feed.done.store(true, Ordering::SeqCst);
         self.inbuf.clear();
-        self.set_waiting_on_new(true);
         Ok(())
     }
 
@@ -712,6 +849,9 @@ impl ScriptRun for FastCgiRun {
     }
 
     fn wait(&mut self) -> Result<Ended, RunError> {
+        if let Some(ended) = &self.ended {
+            return Ok(ended.clone());
+        }
         while self.end.is_none() {
             self.pending = Bytes::new();
             self.next_record()?;
@@ -726,14 +866,17 @@ impl ScriptRun for FastCgiRun {
             CANT_MPX_CONN => Ended::Refused("the application cannot take the request".into()),
             other => Ended::Failed(format!("protocol status {other}")),
         };
-        if self.finished_cleanly() {
-            if let Ok(kept) = self.reader.try_clone() {
-                self.writer = None;
-                self.pool.check_in(kept);
-            }
+        if self.finished_cleanly()
+            && let Ok(kept) = self.reader.try_clone()
+        {
+            self.writer = None;
+            self.pool.check_in(kept);
         } else {
             self.reader.shutdown();
         }
+        // Only now, with the connection kept or closed, may another request take its place.
+        self.slot = None;
+        self.ended = Some(ended.clone());
         Ok(ended)
     }
 
@@ -753,7 +896,6 @@ impl Drop for FastCgiRun {
             self.send_abort();
         }
         self.stop.store(true, Ordering::SeqCst);
-        self.set_waiting_on_new(false);
     }
 }
 

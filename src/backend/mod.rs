@@ -18,6 +18,8 @@ pub struct ScriptCall<'a> {
     pub env: &'a [(OsString, OsString)],
     /// Time allowed from the start to the end of the response.
     pub timeout: Duration,
+    /// The script's file name, for errors.
+    pub script: &'a str,
 }
 
 /// How a run ended, once its output has.
