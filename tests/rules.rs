@@ -784,3 +784,44 @@ fn the_sqlite_probe_runs_once_per_ttl_behind_nginx() {
     };
     the_sqlite_probe_runs_once_per_ttl(&feed, &front);
 }
+
+/// Every rules file the README's "Site rules" section shows (the reference and the gitweb and
+/// DokuWiki recipes) passes `check`, so the documentation cannot drift from the format.
+#[test]
+fn the_readmes_rules_files_pass_check() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let start = readme.find("## Site rules").expect("a Site rules section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    // Indented blocks: runs of lines starting with four spaces (or empty inside a block).
+    let mut blocks: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for line in section.lines() {
+        if let Some(code) = line.strip_prefix("    ") {
+            current.push_str(code);
+            current.push('\n');
+        } else if line.is_empty() && !current.is_empty() {
+            current.push('\n');
+        } else if !current.is_empty() {
+            blocks.push(std::mem::take(&mut current));
+        }
+    }
+    blocks.push(current);
+    let files: Vec<&String> = blocks.iter().filter(|b| b.contains("[[rule]]")).collect();
+    assert!(files.len() >= 3, "the reference and two recipes: {files:?}");
+    let dir = TempDir::new("rules-readme");
+    for (i, text) in files.iter().enumerate() {
+        let file = dir.write(&format!("readme-{i}.toml"), text.as_str(), false);
+        let out = Command::new(bin())
+            .arg("check")
+            .arg(&file)
+            .output()
+            .expect("check");
+        assert!(
+            out.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
