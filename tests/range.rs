@@ -8,9 +8,8 @@ mod fastcgi_support;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::{Cgi, Response, Spawned, TempDir, bin, free_port, require, set_mtime, wait_for_port};
+use common::{Cgi, Response, Spawned, TempDir, require, set_mtime};
 use fastcgi_support::Responder;
 use fastcgi_support::http::{self, HttpResponse};
 use fastcgi_support::nginx::Nginx;
@@ -256,27 +255,11 @@ struct Serve {
 
 impl Serve {
     fn start(www: &Path) -> Serve {
-        let port = free_port();
-        let child = Command::new(bin())
-            .args(["serve", "--root"])
-            .arg(www)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start serve");
-        let process = Spawned::new(child);
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        assert!(
-            wait_for_port(addr, Duration::from_secs(10)),
-            "serve did not listen"
-        );
+        let log = www.with_file_name("serve.log");
+        let (process, port) = common::start_serve(www, &log, &[], "/usr/local/bin:/usr/bin:/bin");
         Serve {
             _process: process,
-            addr,
+            addr: ([127, 0, 0, 1], port).into(),
         }
     }
 

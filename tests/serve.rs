@@ -4,7 +4,7 @@ mod common;
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,25 +34,8 @@ impl Server {
         let root = dir.path.join("root");
         write_fixtures(&dir);
         let log = dir.path.join("serve.log");
-        let port = free_port();
-        let child = Command::new(bin())
-            .args(["serve", "--root"])
-            .arg(&root)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(flags)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start serve");
-        let process = Spawned::new(child);
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        assert!(
-            wait_for_port(addr, Duration::from_secs(10)),
-            "serve did not listen"
-        );
+        let (process, port) =
+            common::start_serve(&root, &log, flags, "/usr/local/bin:/usr/bin:/bin");
         Server {
             dir,
             root,

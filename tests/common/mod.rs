@@ -351,6 +351,33 @@ impl Drop for Spawned {
     }
 }
 
+/// `http-conditional serve --root ROOT` on a free 127.0.0.1 port with `flags`, an empty
+/// environment but `path_var` as PATH, stderr to `log`; waits until it listens. Its port and
+/// the process (killed by PID when dropped).
+pub fn start_serve(root: &Path, log: &Path, flags: &[&str], path_var: &str) -> (Spawned, u16) {
+    let port = free_port();
+    let child = Command::new(bin())
+        .args(["serve", "--root"])
+        .arg(root)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(flags)
+        .env_clear()
+        .env("PATH", path_var)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("start serve");
+    let process = Spawned::new(child);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    assert!(
+        wait_for_port(addr, Duration::from_secs(10)),
+        "serve did not listen: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    (process, port)
+}
+
 /// Makes a FIFO at `path`: what a hostile local user plants where the wrapper reads a file.
 pub fn mkfifo(path: &Path) {
     rustix::fs::mknodat(
