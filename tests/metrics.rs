@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use common::{Spawned, TempDir, bin, free_port, require, wait_for_port};
 use fastcgi_support::http::{self, HttpResponse};
+use fastcgi_support::php_fpm::{PhpFpm, Pool};
 use fastcgi_support::{PATIENCE, Responder, eventually};
 
 /// Prometheus on 2 shared cores takes a while to start and to take its first scrapes.
@@ -509,4 +510,125 @@ fn fastcgi_json_logs_parse() {
         responder.log_text()
     );
     assert!(lines.iter().all(|l| l["event"] == "message"));
+}
+
+/// The samples of a Prometheus-text scrape of `port`.
+fn scraped(port: u16) -> BTreeMap<String, f64> {
+    samples(&scrape(port, false).text())
+}
+
+#[test]
+fn a_request_waiting_for_a_script_slot_is_counted_while_it_waits() {
+    let dir = TempDir::new("metrics-waiting");
+    write_scripts(&dir);
+    let release = dir.join("release");
+    // Holds its slot until the test creates the release file (bounded: 60 s at most).
+    dir.write(
+        "hold.cgi",
+        format!(
+            "#!/bin/sh\ni=0\nwhile [ ! -e {} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n\
+             printf 'Content-Type: text/plain\\n\\nheld\\n'\n",
+            release.display()
+        ),
+        true,
+    );
+    let metrics = free_port();
+    let address = format!("127.0.0.1:{metrics}");
+    let responder = Responder::start(
+        &dir.path,
+        &dir.join("hc.sock"),
+        &["--metrics", &address, "--max-children", "1"],
+    );
+    assert!(wait_for_port(local(metrics), PATIENCE), "no metrics port");
+    let params = fastcgi_support::cgi_params(&dir.path, "hold.cgi");
+    let mut clients: Vec<_> = (0..2).map(|_| responder.connect()).collect();
+    for client in &mut clients {
+        client
+            .send_request(1, false, &fastcgi_support::as_refs(&params), b"")
+            .expect("send");
+    }
+    let waiting = "http_conditional_requests_waiting{queue=\"slot\"}";
+    let mut last = BTreeMap::new();
+    let seen = eventually(PATIENCE, || {
+        last = scraped(metrics);
+        last.get(waiting) == Some(&1.0)
+            && last.get("http_conditional_requests_in_flight") == Some(&2.0)
+    });
+    std::fs::write(&release, b"").unwrap();
+    assert!(seen, "never one waiting and two in flight: {last:?}");
+    for client in &mut clients {
+        assert_eq!(client.read_reply(1).status(), 200);
+    }
+    let after = scraped(metrics);
+    assert_eq!(after.get(waiting), Some(&0.0));
+    assert_eq!(after.get("http_conditional_requests_in_flight"), Some(&0.0));
+    assert_eq!(
+        after.get("http_conditional_responses_total{decision=\"ran\"}"),
+        Some(&2.0)
+    );
+}
+
+#[test]
+fn runs_on_an_upstream_and_its_connections_are_counted() {
+    // The upstream is php-fpm, a real FastCGI application.
+    let dir = TempDir::new("metrics-upstream");
+    dir.write("page.php", "<?php echo \"hello\\n\";\n", false);
+    dir.sidecar("page.php", r#"{"last_modified": 1089308034}"#);
+    let Some(fpm) = PhpFpm::start(&dir.join("fpm"), Pool::default()) else {
+        return;
+    };
+    let metrics = free_port();
+    let upstream = format!("unix:{}", fpm.socket.display());
+    let address = format!("127.0.0.1:{metrics}");
+    let responder = Responder::start(
+        &dir.path,
+        &dir.join("hc.sock"),
+        &["--metrics", &address, "--upstream", &upstream],
+    );
+    assert!(wait_for_port(local(metrics), PATIENCE), "no metrics port");
+    let first = fastcgi_support::get(&responder, &dir.path, "page.php", &[]);
+    assert_eq!(
+        first.status(),
+        200,
+        "{}{}{}",
+        String::from_utf8_lossy(&first.stdout),
+        responder.log_text(),
+        fpm.error_log()
+    );
+    assert_eq!(first.body(), b"hello\n");
+    let etag = first.header("ETag").expect("ETag");
+    let extra = [("HTTP_IF_NONE_MATCH", etag.as_str())];
+    assert_eq!(
+        fastcgi_support::get(&responder, &dir.path, "page.php", &extra).status(),
+        304
+    );
+    let found = scraped(metrics);
+    let labels = format!("upstream=\"{upstream}\"");
+    let expected = [
+        (
+            "http_conditional_script_runs_total{backend=\"fastcgi\"}".to_string(),
+            1.0,
+        ),
+        (
+            format!("http_conditional_upstream_connections_opened_total{{{labels}}}"),
+            1.0,
+        ),
+        (
+            format!("http_conditional_upstream_connections{{{labels},state=\"in_use\"}}"),
+            0.0,
+        ),
+        ("http_conditional_runs_avoided_total".to_string(), 1.0),
+        (
+            "http_conditional_not_modified_saved_bytes_total".to_string(),
+            6.0,
+        ),
+        (
+            "http_conditional_requests_waiting{queue=\"upstream_connection\"}".to_string(),
+            0.0,
+        ),
+    ];
+    for (name, value) in &expected {
+        assert_eq!(found.get(name), Some(value), "{name}: {found:?}");
+    }
+    promtool_accepts(&scrape(metrics, false).text());
 }

@@ -4,7 +4,7 @@
 //! The front ends call [`Metrics::record`] where they hold a request's [`Outcome`], and hold
 //! an [`InFlight`] guard while they serve it. What the backends know (requests waiting for a
 //! slot or a connection, upstream connections) is read from them at each scrape
-//! ([`BackendCollector`]), so the slots and the pools know nothing of metrics.
+//! (a collector of its own), so the slots and the pools know nothing of metrics.
 //!
 //! Families (all prefixed `http_conditional_`, base units, counters ending in `_total`):
 //! `responses_total{decision}`, `failures_total{kind}`, `script_runs_total{backend}`,
