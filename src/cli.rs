@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{cgi, check, explain, fastcgi, front_end, request::Request, serve};
+use crate::{cgi, check, explain, fastcgi, front_end, log, request::Request, serve};
 
 /// Answers 304/412 for legacy CGI scripts without running them.
 #[derive(Parser)]
@@ -70,6 +70,8 @@ enum Command {
         /// A site rules file (TOML) declaring scripts; re-read on SIGHUP.
         #[arg(long, value_name = "FILE")]
         rules: Option<PathBuf>,
+        #[command(flatten)]
+        operator: OperatorArgs,
     },
     /// Serve the scripts under a folder over HTTP/1.1, to try sidecars without a web server.
     Serve {
@@ -89,6 +91,8 @@ enum Command {
         rules: Option<PathBuf>,
         #[command(flatten)]
         limits: serve::Limits,
+        #[command(flatten)]
+        operator: OperatorArgs,
     },
     /// Validate a rules file (TOML) or a sidecar (.json), like `nginx -t`.
     Check {
@@ -142,6 +146,17 @@ impl From<UpstreamArgs> for front_end::UpstreamOptions {
     }
 }
 
+/// What the long-running modes tell operators: metrics and the log's format.
+#[derive(Args)]
+struct OperatorArgs {
+    /// `HOST:PORT` of a listener of its own serving Prometheus metrics at /metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<String>,
+    /// Error-log and access lines as text, or one JSON object per line.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = log::Format::Text)]
+    log_format: log::Format,
+}
+
 /// The only command line accepted under a web server: CGI mode's own arguments.
 #[derive(Parser)]
 #[command(name = "http-conditional", no_binary_name = true)]
@@ -187,17 +202,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             timeout,
             upstream,
             rules,
-        }) => fastcgi::run(fastcgi::Options {
-            roots,
-            user,
-            socket_group,
-            listen,
-            max_children,
-            queue_timeout,
-            timeout,
-            upstream: upstream.into(),
-            rules,
-        }),
+            operator,
+        }) => {
+            log::set_format(operator.log_format);
+            fastcgi::run(fastcgi::Options {
+                roots,
+                user,
+                socket_group,
+                listen,
+                max_children,
+                queue_timeout,
+                timeout,
+                upstream: upstream.into(),
+                rules,
+                metrics: operator.metrics,
+            })
+        }
         Some(Command::Serve {
             root,
             listen,
@@ -205,14 +225,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             upstream,
             rules,
             limits,
-        }) => serve::run(serve::Options {
-            root,
-            listen,
-            timeout,
-            upstream: upstream.into(),
-            rules,
-            limits,
-        }),
+            operator,
+        }) => {
+            log::set_format(operator.log_format);
+            serve::run(serve::Options {
+                root,
+                listen,
+                timeout,
+                upstream: upstream.into(),
+                rules,
+                limits,
+                metrics: operator.metrics,
+            })
+        }
         Some(Command::Check { file }) => Ok(check::run(&file)),
         Some(Command::Explain {
             script,

@@ -28,6 +28,8 @@ pub(crate) struct Progress {
     pub(crate) body_bytes: u64,
     /// Scripts started, once known.
     pub(crate) runs: Runs,
+    /// The script's real path, once resolved (for [`Outcome::script`]).
+    pub(crate) script: Option<std::path::PathBuf>,
 }
 
 /// One request in flight: what it reads from and writes to, and how far it got.
@@ -318,6 +320,7 @@ pub(crate) fn ran(status: u16, body_bytes: u64, complete: bool) -> Outcome {
         body_bytes,
         complete,
         runs: Runs::default(),
+        script: None,
     }
 }
 

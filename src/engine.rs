@@ -129,6 +129,7 @@ impl Engine {
         let failure = match self.respond(job, &mut ex) {
             Ok(mut outcome) => {
                 outcome.runs = ex.progress.runs;
+                outcome.script = ex.progress.script.take();
                 return outcome;
             }
             Err(failure) => failure,
@@ -161,6 +162,7 @@ impl Engine {
             body_bytes: ex.progress.body_bytes,
             complete: false,
             runs: ex.progress.runs,
+            script: ex.progress.script.take(),
         };
         if ex.progress.head_sent || abort.is_aborted() {
             return outcome;
@@ -177,6 +179,7 @@ impl Engine {
     fn respond(&self, job: &Job<'_>, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> {
         let named = job.script.as_deref().ok_or(Failure::NoScript)?;
         let script = Script::resolve(named, &self.roots)?;
+        ex.progress.script = Some(script.real_path.clone());
         let found = match &self.declarations {
             DeclarationSource::Loaded(declarations) => declarations.declared_for(&script)?,
             DeclarationSource::NamedByRequest => {

@@ -4,7 +4,6 @@
 //! panic.
 
 use std::fmt::Display;
-use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,12 +147,6 @@ pub fn text_answer(status: u16, text: &str) -> (ResponseHead, Vec<u8>) {
 /// closed or full stderr is ignored (a daemon must not die because its log went away).
 pub fn log(message: impl Display) {
     crate::log::line(&message.to_string());
-}
-
-/// Writes one line to stderr as it is (access-log lines); errors are ignored.
-pub fn log_line(line: impl Display) {
-    let line = format!("{line}\n");
-    let _ = io::stderr().lock().write_all(line.as_bytes());
 }
 
 #[cfg(test)]

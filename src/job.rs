@@ -106,6 +106,9 @@ pub struct Outcome {
     pub complete: bool,
     /// What ran for it.
     pub runs: Runs,
+    /// The script's real path (symlinks resolved), once the engine found it: the metrics
+    /// remember a full body's size per script and query for the bytes a later 304 saved.
+    pub script: Option<PathBuf>,
 }
 
 impl Outcome {
@@ -117,6 +120,7 @@ impl Outcome {
             body_bytes: 0,
             complete: true,
             runs: Runs::default(),
+            script: None,
         }
     }
 }

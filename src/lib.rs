@@ -27,6 +27,7 @@ pub mod front_end;
 pub mod job;
 pub mod launch;
 pub mod log;
+pub mod metrics;
 pub mod path_template;
 pub mod preconditions;
 pub mod probe_cache;

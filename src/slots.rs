@@ -1,5 +1,6 @@
 //! A cap on scripts running at once (`--max-children`), waited for with a deadline.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,8 @@ pub struct Slots {
     queue_timeout: Duration,
     running: Mutex<usize>,
     freed: Condvar,
+    /// Requests waiting in `acquire` now (the metrics' "waiting for a slot").
+    waiting: AtomicUsize,
 }
 
 /// A held slot, released when dropped.
@@ -28,6 +31,7 @@ impl Slots {
             queue_timeout,
             running: Mutex::new(0),
             freed: Condvar::new(),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -38,16 +42,19 @@ impl Slots {
             .checked_add(self.queue_timeout)
             .unwrap_or(now + Duration::from_secs(86_400 * 365));
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        while *running >= self.max {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Failure::Overloaded(self.queue_timeout));
+        if *running >= self.max {
+            let _waiting = Waiting::enter(&self.waiting);
+            while *running >= self.max {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Failure::Overloaded(self.queue_timeout));
+                }
+                running = self
+                    .freed
+                    .wait_timeout(running, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
-            running = self
-                .freed
-                .wait_timeout(running, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
         }
         *running += 1;
         Ok(SlotGuard {
@@ -58,6 +65,27 @@ impl Slots {
     /// Scripts running now.
     pub fn in_use(&self) -> usize {
         *self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Requests waiting for a slot now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one waiter for as long as it waits, however the wait ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -93,5 +121,23 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         drop(held);
         assert!(waiter.join().unwrap());
+        assert_eq!(slots.waiting(), 0);
+    }
+
+    #[test]
+    fn a_waiter_is_counted_while_it_waits() {
+        let slots = Slots::new(1, Duration::from_secs(30));
+        let held = slots.acquire().unwrap();
+        assert_eq!(slots.waiting(), 0);
+        let other = Arc::clone(&slots);
+        let waiter = std::thread::spawn(move || other.acquire().map(drop).is_ok());
+        // No timing assumption: wait until the waiter is seen, however long that takes.
+        while slots.waiting() == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(slots.waiting(), 1);
+        drop(held);
+        assert!(waiter.join().unwrap());
+        assert_eq!(slots.waiting(), 0);
     }
 }

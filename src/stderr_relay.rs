@@ -8,6 +8,7 @@
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
+use crate::log;
 use crate::runner::ErrorOutput;
 
 /// Longest piece of a line written as one log line; the rest follows on lines marked
@@ -28,8 +29,22 @@ impl ErrorOutput {
     }
 
     /// [`ErrorOutput::prefixed`] for a name that may not be UTF-8 (a file name's raw bytes).
+    /// Under `--log-format json` each line is a JSON object with the name and the line apart,
+    /// both escaped as the text line would be (so both formats show a line the same way).
     pub fn named(name: &[u8]) -> ErrorOutput {
-        StderrRelay::new(Some(name), Box::new(write_to_stderr)).output()
+        match log::format() {
+            log::Format::Text => StderrRelay::new(Some(name), Box::new(write_to_stderr)).output(),
+            log::Format::Json => {
+                let mut escaped = Vec::new();
+                escape_into(&mut escaped, name);
+                let script = String::from_utf8_lossy(&escaped).into_owned();
+                let sink = move |line: &[u8]| {
+                    let line = line.strip_suffix(b"\n").unwrap_or(line);
+                    log::script_stderr(&script, &String::from_utf8_lossy(line));
+                };
+                StderrRelay::new(None, Box::new(sink)).output()
+            }
+        }
     }
 }
 

@@ -103,6 +103,38 @@ impl Upstreams {
         };
         Ok(FastCgiBackend { pool, retry_safe })
     }
+
+    /// How each upstream's connections stand now, for the metrics.
+    pub fn connections(&self) -> Vec<UpstreamConnections> {
+        let pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<UpstreamConnections> = pools
+            .values()
+            .map(|pool| UpstreamConnections {
+                upstream: pool.label.clone(),
+                in_use: pool.in_use.in_use(),
+                idle: pool.lock_idle().len(),
+                waiting: pool.in_use.waiting(),
+                opened: pool.opened.load(Ordering::Relaxed),
+            })
+            .collect();
+        all.sort_by(|a, b| a.upstream.cmp(&b.upstream));
+        all
+    }
+}
+
+/// One upstream's connections at a moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConnections {
+    /// The address as configured.
+    pub upstream: String,
+    /// Requests holding a connection (or connecting).
+    pub in_use: usize,
+    /// Kept connections waiting for the next request.
+    pub idle: usize,
+    /// Requests waiting for a connection because all are in use.
+    pub waiting: usize,
+    /// Connections opened since start.
+    pub opened: u64,
 }
 
 /// Where an upstream listens.
@@ -332,6 +364,8 @@ struct Pool {
     /// finished connection is closed rather than kept, since the worker it holds may be the
     /// one they wait for (php-fpm serves a kept connection until it is closed).
     waiting_on_new: AtomicUsize,
+    /// Connections opened since start.
+    opened: AtomicU64,
 }
 
 impl Pool {
@@ -344,6 +378,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             went_idle: Condvar::new(),
             waiting_on_new: AtomicUsize::new(0),
+            opened: AtomicU64::new(0),
         });
         if pool.config.keep_idle > 0 {
             let reaped = Arc::clone(&pool);
@@ -397,7 +432,8 @@ impl Pool {
     /// A new connection within `CONNECT_TIMEOUT` and the request's deadline.
     fn connect(&self, call: &Call<'_>) -> Result<Stream, Failure> {
         let limit = call.deadline.min(Instant::now() + CONNECT_TIMEOUT);
-        self.address
+        let stream = self
+            .address
             .connect(limit, call.abort)
             .map_err(|e| match e {
                 Unconnected::Unreachable(e) => Failure::UpstreamUnreachable {
@@ -409,7 +445,9 @@ impl Pool {
                     reason: format!("upstream {}: {reason}", self.label),
                 },
                 Unconnected::Aborted => Failure::Io(io::ErrorKind::ConnectionAborted.into()),
-            })
+            })?;
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        Ok(stream)
     }
 
     /// A new connection with the request's first bytes written on it.

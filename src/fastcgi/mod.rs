@@ -28,6 +28,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::engine::Engine;
 use crate::front_end::{self, log};
+use crate::metrics::{self, Metrics};
 
 pub use listener::Listener;
 
@@ -52,6 +53,8 @@ pub struct Options {
     pub upstream: front_end::UpstreamOptions,
     /// `--rules FILE`: the site rules file, re-read on SIGHUP.
     pub rules: Option<PathBuf>,
+    /// `--metrics HOST:PORT`: where Prometheus metrics are served.
+    pub metrics: Option<String>,
 }
 
 /// Bounds on what one peer may hold; each has a clear outcome when exceeded.
@@ -105,6 +108,8 @@ pub struct Service {
     pub max_children: usize,
     /// Connection and request limits.
     pub limits: Limits,
+    /// What `--metrics` counts, when given.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Service {
@@ -123,16 +128,22 @@ impl Service {
         let max_children = options.max_children.unwrap_or(4 * cpus).max(1);
         let queue_timeout = Duration::try_from_secs_f64(options.queue_timeout)
             .context("--queue-timeout must be a non-negative number of seconds")?;
+        let engine = front_end::engine(
+            roots,
+            &front_end::declarations(options.rules.as_deref())?,
+            front_end::backends(max_children, queue_timeout, &options.upstream)?,
+        );
+        let metrics = options
+            .metrics
+            .as_ref()
+            .map(|_| Arc::new(Metrics::new(&engine.backends)));
         Ok(Service {
-            engine: front_end::engine(
-                roots,
-                &front_end::declarations(options.rules.as_deref())?,
-                front_end::backends(max_children, queue_timeout, &options.upstream)?,
-            ),
+            engine,
             timeout,
             base_env: front_end::base_env(),
             max_children,
             limits,
+            metrics,
         })
     }
 }
@@ -154,7 +165,14 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
             Some(spec) => Listener::bind(spec, &privileges)?,
             None => Listener::inherited()?,
         };
+        let metrics_listener = match &options.metrics {
+            Some(address) => Some(metrics::listener::bind(address).await?),
+            None => None,
+        };
         privileges.drop_root()?;
+        if let (Some(listener), Some(metrics)) = (metrics_listener, &service.metrics) {
+            metrics::listener::spawn(listener, Arc::clone(metrics));
+        }
         let roots: Vec<String> = service
             .engine
             .roots

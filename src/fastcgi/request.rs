@@ -12,6 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
@@ -180,6 +181,8 @@ fn run_job(
     ending: &AtomicBool,
     out: mpsc::Sender<Frame>,
 ) {
+    let started = Instant::now();
+    let in_flight = service.metrics.as_ref().map(|m| m.in_flight());
     let mut body = StdinBody {
         reader: Some(BodyReader {
             rx: stdin,
@@ -206,6 +209,11 @@ fn run_job(
     let outcome = service
         .engine
         .handle(&job, &mut body, &errors, abort, &mut sink);
+    if let Some(metrics) = &service.metrics {
+        let query = String::from_utf8_lossy(request.var("QUERY_STRING").unwrap_or_default());
+        metrics.record(&outcome, started.elapsed(), &query);
+    }
+    drop(in_flight);
     // The body is over whatever the engine did with it: stop queueing stdin for it.
     drop(body);
     // A last line without `\n` goes out before the records that end the request.

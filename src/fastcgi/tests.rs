@@ -65,6 +65,7 @@ fn service(root: &Root) -> Arc<Service> {
             write_timeout: SHORT,
             ..Limits::default()
         },
+        metrics: None,
     })
 }
 

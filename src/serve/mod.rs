@@ -39,7 +39,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::engine::{Answer, Engine, FailureKind, Job, Outcome};
-use crate::front_end::{self, log, log_line};
+use crate::front_end::{self, log};
+use crate::metrics::{self, Metrics};
 use crate::request::Request;
 use crate::response::ResponseHead;
 use crate::runner::{AbortHandle, ErrorOutput};
@@ -83,6 +84,8 @@ pub struct Options {
     pub rules: Option<PathBuf>,
     /// What clients may hold.
     pub limits: Limits,
+    /// `--metrics HOST:PORT`: where Prometheus metrics are served.
+    pub metrics: Option<String>,
 }
 
 /// What every request shares.
@@ -96,6 +99,8 @@ struct State {
     /// Scripts that may be running, killed if still running when the server stops.
     running: Mutex<HashMap<u64, AbortHandle>>,
     next_id: AtomicU64,
+    /// What `--metrics` counts, when given.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl State {
@@ -133,33 +138,46 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
     let scripts = 4 * cpus;
     limits.max_connections = admission::fit_to_descriptors(limits.max_connections, scripts);
     let declarations = front_end::declarations(options.rules.as_deref())?;
+    let engine = front_end::engine(
+        vec![root.clone()],
+        &declarations,
+        front_end::backends(scripts, SLOT_WAIT, &options.upstream)?,
+    );
+    let metrics = options
+        .metrics
+        .as_ref()
+        .map(|_| Arc::new(Metrics::new(&engine.backends)));
     let state = Arc::new(State {
-        engine: front_end::engine(
-            vec![root.clone()],
-            &declarations,
-            front_end::backends(scripts, SLOT_WAIT, &options.upstream)?,
-        ),
+        engine,
         root,
         timeout,
         base_env: front_end::base_env(),
         limits,
         running: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
+        metrics,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve(Arc::clone(&state), &options.listen));
+    let result = runtime.block_on(serve(
+        Arc::clone(&state),
+        &options.listen,
+        options.metrics.as_deref(),
+    ));
     state.abort_all();
     runtime.shutdown_timeout(Duration::from_secs(1));
     result.map(|()| ExitCode::SUCCESS)
 }
 
-async fn serve(state: Arc<State>, listen: &str) -> anyhow::Result<()> {
+async fn serve(state: Arc<State>, listen: &str, metrics: Option<&str>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    if let (Some(address), Some(counted)) = (metrics, &state.metrics) {
+        metrics::listener::spawn(metrics::listener::bind(address).await?, Arc::clone(counted));
+    }
     let local = listener.local_addr()?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -263,6 +281,7 @@ async fn respond(
     remote: SocketAddr,
 ) -> Result<hyper::Response<ResponseBody>, Infallible> {
     let started = Instant::now();
+    let in_flight = state.metrics.as_ref().map(|m| m.in_flight());
     let (parts, incoming) = request.into_parts();
     let line = LogLine {
         method: parts.method.clone(),
@@ -270,15 +289,16 @@ async fn respond(
             .uri
             .path_and_query()
             .map_or_else(|| parts.uri.path().to_string(), |pq| pq.to_string()),
+        query: parts.uri.query().unwrap_or_default().to_string(),
         started,
+        metrics: state.metrics.clone(),
     };
     let refused = |refusal: route::Refusal| {
         let text = format!("{} {}\n", refusal.status, refusal.reason);
-        line.write(
+        line.refused(
             refusal.status,
             &format!("refused: {}", refusal.reason),
-            text.len() as u64,
-            true,
+            &text,
         );
         text_response(refusal.status, &text)
     };
@@ -317,21 +337,30 @@ async fn respond(
     let guard = AbortOnDrop::new(abort.clone());
     let id = state.register(abort.clone());
     let worker_state = Arc::clone(&state);
+    let worker_line = line.clone();
     let worker = tokio::task::spawn_blocking(move || {
-        let outcome = run_engine(&worker_state, vars, located, body, &abort, sink);
+        let outcome = run_engine(
+            &worker_state,
+            vars,
+            located,
+            body,
+            &abort,
+            sink,
+            &worker_line,
+        );
         worker_state.unregister(id);
         outcome
     });
     let Ok(head) = pending.head.await else {
         // The engine ended without a head: it panicked. Nothing is running any more.
         guard.disarm();
-        let summary = match worker.await {
-            Ok(outcome) => outcome.answer.to_string(),
-            Err(e) => format!("internal error: {e}"),
-        };
-        state.unregister(id);
         let text = "500 internal error\n";
-        line.write(500, &summary, text.len() as u64, true);
+        match worker.await {
+            // Counted by the worker already.
+            Ok(outcome) => line.write(500, &outcome.answer.to_string(), text.len() as u64, true),
+            Err(e) => line.refused(500, &format!("internal error: {e}"), text),
+        }
+        state.unregister(id);
         return Ok(text_response(500, text));
     };
     let abort = guard.disarm();
@@ -344,10 +373,15 @@ async fn respond(
         if bodiless { AbortHandle::new() } else { abort },
     );
     tokio::spawn(async move {
-        let outcome = worker.await.unwrap_or_else(|_| Outcome {
-            complete: false,
-            ..Outcome::bodiless(500, Answer::Failed(FailureKind::Internal))
+        let outcome = worker.await.unwrap_or_else(|_| {
+            let failed = Outcome {
+                complete: false,
+                ..Outcome::bodiless(500, Answer::Failed(FailureKind::Internal))
+            };
+            line.count(&failed);
+            failed
         });
+        drop(in_flight);
         line.write(
             outcome.status,
             &outcome.answer.to_string(),
@@ -367,6 +401,7 @@ fn run_engine(
     mut body: Upload,
     abort: &AbortHandle,
     mut sink: bridge::ChannelSink,
+    line: &LogLine,
 ) -> Outcome {
     let request = Request::new(vars);
     let errors = ErrorOutput::prefixed(&String::from_utf8_lossy(&located.script_name));
@@ -380,6 +415,8 @@ fn run_engine(
     let outcome = state
         .engine
         .handle(&job, &mut body, &errors, abort, &mut sink);
+    // Counted before the body ends, so a client that has its response sees it counted.
+    line.count(&outcome);
     if outcome.complete {
         // Only now may the body end cleanly; dropped without this, it ends in an error.
         sink.complete();
@@ -392,12 +429,7 @@ fn run_engine(
 fn upload_failed(line: &LogLine, error: &UploadError) -> hyper::Response<ResponseBody> {
     let status = error.status();
     let text = format!("{status} {error}\n");
-    line.write(
-        status,
-        &format!("refused: {error}"),
-        text.len() as u64,
-        true,
-    );
+    line.refused(status, &format!("refused: {error}"), &text);
     let mut response = text_response(status, &text);
     response
         .headers_mut()
@@ -405,21 +437,51 @@ fn upload_failed(line: &LogLine, error: &UploadError) -> hyper::Response<Respons
     response
 }
 
-/// One request's access-log line: method, target, status, decision, body bytes, milliseconds.
+/// One request's access-log line (method, target, status, decision, body bytes, duration) and
+/// its count in the metrics.
+#[derive(Clone)]
 struct LogLine {
     method: Method,
     target: String,
+    query: String,
     started: Instant,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl LogLine {
     fn write(&self, status: u16, decision: &str, bytes: u64, complete: bool) {
-        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        let cut = if complete { "" } else { " (cut short)" };
-        log_line(format_args!(
-            "{} {} {status} [{decision}] {bytes} B {ms:.1} ms{cut}",
-            self.method, self.target
-        ));
+        crate::log::access(&crate::log::Access {
+            method: self.method.as_str(),
+            target: &self.target,
+            status,
+            decision,
+            bytes,
+            duration_seconds: self.started.elapsed().as_secs_f64(),
+            complete,
+        });
+    }
+
+    /// Counts the engine's answer in the metrics.
+    fn count(&self, outcome: &Outcome) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record(outcome, self.started.elapsed(), &self.query);
+        }
+    }
+
+    /// An answer given before or without the engine (`text` its body): logged, and counted
+    /// as failed (not_found for a 404, refused for the rest).
+    fn refused(&self, status: u16, decision: &str, text: &str) {
+        let bytes = text.len() as u64;
+        self.write(status, decision, bytes, true);
+        let kind = match status {
+            404 => FailureKind::NotFound,
+            500 => FailureKind::Internal,
+            _ => FailureKind::Refused,
+        };
+        self.count(&Outcome {
+            body_bytes: bytes,
+            ..Outcome::bodiless(status, Answer::Failed(kind))
+        });
     }
 }
 
