@@ -36,7 +36,7 @@ pub fn expand_dependency(template: &Path, query: &[u8], path_info: &[u8]) -> Opt
             rest = &rest[1..];
             continue;
         };
-        let value = value.filter(|v| safe_value(v))?;
+        let value = value.filter(|v| safe_value(v, out.is_empty()))?;
         out.extend_from_slice(&value);
         rest = &rest[used..];
     }
@@ -44,13 +44,20 @@ pub fn expand_dependency(template: &Path, query: &[u8], path_info: &[u8]) -> Opt
     Some(PathBuf::from(OsStr::from_bytes(&out)))
 }
 
-/// A substituted value must name something below the template's folder.
-fn safe_value(value: &[u8]) -> bool {
-    !value.is_empty() && !value.contains(&0) && !value.split(|&b| b == b'/').any(|s| s == b"..")
+/// A substituted value must name something below the template's folder: no `..` segment, no
+/// NUL, and, `at_start` of the template, no leading `/` (a template that begins with a
+/// placeholder would otherwise let the visitor name any file on the machine and read its mtime
+/// from Last-Modified; after a literal prefix, `pages{path_info}`, a slash stays below it).
+fn safe_value(value: &[u8], at_start: bool) -> bool {
+    !value.is_empty()
+        && !value.contains(&0)
+        && !(at_start && value.starts_with(b"/"))
+        && !value.split(|&b| b == b'/').any(|s| s == b"..")
 }
 
 /// The first value of `name` in a query string (`application/x-www-form-urlencoded`: `+` is a
-/// space), percent-decoded; `None` when absent or malformed.
+/// space), percent-decoded; `None` when absent or malformed. Pairs are separated by `&` or `;`
+/// (HTML 4's recommendation, which gitweb's links and Perl's CGI.pm use).
 fn query_param(query: &[u8], name: &[u8]) -> Option<Vec<u8>> {
     let form_decode = |raw: &[u8]| {
         let spaced: Vec<u8> = raw
@@ -59,7 +66,7 @@ fn query_param(query: &[u8], name: &[u8]) -> Option<Vec<u8>> {
             .collect();
         percent_decode(&spaced)
     };
-    query.split(|&b| b == b'&').find_map(|pair| {
+    query.split(|&b| b == b'&' || b == b';').find_map(|pair| {
         let (key, value) = match pair.iter().position(|&b| b == b'=') {
             Some(eq) => (&pair[..eq], &pair[eq + 1..]),
             None => (pair, &[][..]),
@@ -73,6 +80,29 @@ fn query_param(query: &[u8], name: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_pairs_may_be_separated_by_semicolons_as_gitweb_links_are() {
+        let page = |q: &str| expand_dependency(Path::new("/git/{query.p}/HEAD"), q.as_bytes(), b"");
+        assert_eq!(
+            page("p=proj.git;a=log"),
+            Some(PathBuf::from("/git/proj.git/HEAD"))
+        );
+        assert_eq!(
+            page("a=log;p=proj.git"),
+            Some(PathBuf::from("/git/proj.git/HEAD"))
+        );
+    }
+
+    #[test]
+    fn a_value_naming_an_absolute_path_makes_the_path_missing() {
+        let only = |q: &str| expand_dependency(Path::new("{query.f}"), q.as_bytes(), b"");
+        assert_eq!(only("f=/etc/shadow"), None);
+        assert_eq!(only("f=%2Fetc%2Fshadow"), None);
+        assert_eq!(only("f=data.txt"), Some(PathBuf::from("data.txt")));
+        let info = |p: &str| expand_dependency(Path::new("{path_info}"), b"", p.as_bytes());
+        assert_eq!(info("/etc/shadow"), None);
+    }
 
     /// Contract: "`{query.NAME}` (the percent-decoded query parameter) and `{path_info}` in a
     /// path are replaced per request (a value with a `..` segment or NUL makes that path
