@@ -97,7 +97,10 @@ pm.max_children = 4
 pm.max_requests = 0
 EOF
 start php-fpm8.2 -F -R -y "$work/run/fpm.conf"
-start "$bin" fastcgi --root "$work/www" --listen "unix:$work/run/hc.sock"
+# As root the responder runs scripts only as the user --user names: here root itself.
+as_user=()
+if [ "$(id -u)" = 0 ]; then as_user=(--user root); fi
+start "$bin" fastcgi --root "$work/www" --listen "unix:$work/run/hc.sock" "${as_user[@]}"
 hc_pid=${pids[-1]}
 for sock in fpm hc; do
   for _ in $(seq 100); do [ -S "$work/run/$sock.sock" ] && break; sleep 0.05; done

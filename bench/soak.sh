@@ -45,7 +45,10 @@ bench_start "$bin" serve --root "$work/www" --listen "127.0.0.1:$serve_port" 2>"
 serve_pid=${bench_pids[-1]}
 
 # fastcgi behind nginx, with the shipped server block (paths and port replaced).
-bench_start "$bin" fastcgi --root "$work/www" --listen "unix:$work/run/hc.sock" 2>"$work/fastcgi.log"
+# As root the responder runs scripts only as the user --user names: here root itself.
+as_user=()
+if [ "$(id -u)" = 0 ]; then as_user=(--user root); fi
+bench_start "$bin" fastcgi --root "$work/www" --listen "unix:$work/run/hc.sock" "${as_user[@]}" 2>"$work/fastcgi.log"
 fastcgi_pid=${bench_pids[-1]}
 for _ in $(seq 100); do [ -S "$work/run/hc.sock" ] && break; sleep 0.05; done
 nginx_port=$(port_of)
