@@ -11,10 +11,10 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 
 use crate::apache_action::{self, ActionPage};
+use crate::backend::{AbortHandle, ErrorOutput, Input};
 use crate::engine::{self, DeclarationSource, Engine, Job, RequestBody};
 use crate::request::{Request, percent_decode};
 use crate::response::CgiWriter;
-use crate::runner::{AbortHandle, ErrorOutput, Input};
 use crate::script::{Interpreter, is_wrapper};
 use crate::sidecar::parse_timeout_seconds;
 

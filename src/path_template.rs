@@ -49,10 +49,11 @@ pub fn expand_dependency(template: &Path, query: &[u8], path_info: &[u8]) -> Opt
 /// placeholder would otherwise let the visitor name any file on the machine and read its mtime
 /// from Last-Modified; after a literal prefix, `pages{path_info}`, a slash stays below it).
 fn safe_value(value: &[u8], at_start: bool) -> bool {
-    !value.is_empty()
-        && !value.contains(&0)
-        && !(at_start && value.starts_with(b"/"))
-        && !value.split(|&b| b == b'/').any(|s| s == b"..")
+    let unsafe_value = value.is_empty()
+        || value.contains(&0)
+        || (at_start && value.starts_with(b"/"))
+        || value.split(|&b| b == b'/').any(|s| s == b"..");
+    !unsafe_value
 }
 
 /// The first value of `name` in a query string (`application/x-www-form-urlencoded`: `+` is a

@@ -9,10 +9,12 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
+
+use crate::backend::{AbortHandle, ErrorOutput, Input, RunError, StderrSink};
 use rustix::process::{Pid, PidfdFlags, Signal};
 
 /// How often a poll wakes to re-check the child when the kernel has no pidfd (before Linux 5.3).
@@ -33,70 +35,6 @@ pub struct ScriptCommand {
     pub cwd: PathBuf,
     /// Time allowed from spawn to exit.
     pub timeout: Duration,
-}
-
-/// Where the script's stdin comes from.
-pub enum Input {
-    /// The wrapper's own stdin (CGI mode: the server's body pipe or socket).
-    Inherit,
-    /// Nothing (probe runs).
-    Null,
-    /// Copied from a reader by a feeder thread (FastCGI, serve).
-    Stream(Box<dyn Read + Send>),
-}
-
-/// Receives chunks of a script's stderr.
-pub type StderrSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
-
-/// Where the script's stderr goes.
-#[derive(Clone)]
-pub enum ErrorOutput {
-    /// The wrapper's own stderr (CGI mode: the server's error log).
-    Inherit,
-    /// Each chunk handed to a callback (FastCGI: FCGI_STDERR records; CGI mode and serve:
-    /// [`ErrorOutput::prefixed`], log lines with the script's name).
-    Capture(StderrSink),
-}
-
-/// Why reading from a running script stopped early.
-#[derive(Debug)]
-pub enum RunError {
-    /// The deadline passed; the process group was killed.
-    Timeout,
-    /// The run was aborted from outside; the process group was killed.
-    Aborted,
-    /// Reading or polling failed.
-    Io(io::Error),
-}
-
-/// Lets another thread kill a running script (FastCGI abort or disconnect).
-#[derive(Debug, Clone, Default)]
-pub struct AbortHandle {
-    inner: Arc<AbortState>,
-}
-
-#[derive(Debug, Default)]
-struct AbortState {
-    aborted: AtomicBool,
-    process_group: AtomicI32,
-}
-
-impl AbortHandle {
-    /// A handle for one request.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Kills the script's process group now (or as soon as it starts).
-    pub fn abort(&self) {
-        self.inner.aborted.store(true, Ordering::SeqCst);
-        kill_group(self.inner.process_group.load(Ordering::SeqCst));
-    }
-
-    /// Whether `abort` was called.
-    pub fn is_aborted(&self) -> bool {
-        self.inner.aborted.load(Ordering::SeqCst)
-    }
 }
 
 /// A started script.
@@ -142,10 +80,7 @@ impl RunningScript {
         let mut child = cmd.spawn()?;
         let deadline = Instant::now() + command.timeout;
         let process_group = i32::try_from(child.id()).unwrap_or(0);
-        abort
-            .inner
-            .process_group
-            .store(process_group, Ordering::SeqCst);
+        abort.on_abort(Some(Box::new(move || kill_group(process_group))));
         let stdout = child
             .stdout
             .take()
@@ -269,7 +204,7 @@ impl RunningScript {
     /// abort cannot signal a reused id.
     fn record_exit(&mut self, status: Option<ExitStatus>) {
         if status.is_some() {
-            self.abort.inner.process_group.store(0, Ordering::SeqCst);
+            self.abort.on_abort(None);
             // The slot is for running scripts: an exited one frees it for the next (or for this
             // request's own probe after a POST).
             self.held = None;

@@ -8,8 +8,8 @@
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
+use crate::backend::ErrorOutput;
 use crate::log;
-use crate::runner::ErrorOutput;
 
 /// Longest piece of a line written as one log line; the rest follows on lines marked
 /// [`CONTINUED`]. Short enough for nginx's and Apache's error-log line limits.

@@ -339,10 +339,11 @@ fn php_fpm_down_is_a_quick_502_while_304s_flow_and_a_restart_needs_no_responder_
         down.text()
     );
     // The log line is written as the response goes out: wait for it.
-    assert!(eventually(PATIENCE, || site
-        .responder
-        .log_text()
-        .contains("fpm.sock")));
+    assert!(
+        eventually(PATIENCE, || site.responder.log_text().contains("fpm.sock")),
+        "{}",
+        site.logs()
+    );
     let cached = site.get("/page.php", &[("If-None-Match", &etag)]);
     assert_eq!(cached.status, 304, "304s need no php-fpm");
     site.fpm.restart();

@@ -788,10 +788,14 @@ impl FastCgiRun {
     /// connection, when nothing of the body has been taken (a GET or HEAD). Otherwise the
     /// connection's failure is the run's.
     fn retry_or_fail(&mut self, reason: &str) -> Result<(), RunError> {
+        // The operator's log names the upstream; the client never sees this text.
         let fail = || {
             RunError::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("{reason} before FCGI_END_REQUEST"),
+                format!(
+                    "upstream {}: {reason} before FCGI_END_REQUEST",
+                    self.pool.label
+                ),
             ))
         };
         let Some(head) = self.retry.take() else {

@@ -9,8 +9,99 @@ pub mod process;
 use std::ffi::OsString;
 use std::time::Duration;
 
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
 use crate::failure::Failure;
-pub use crate::runner::{AbortHandle, ErrorOutput, Input, RunError};
+
+/// Where the script's stdin comes from.
+pub enum Input {
+    /// The wrapper's own stdin (CGI mode: the server's body pipe or socket).
+    Inherit,
+    /// Nothing (probe runs).
+    Null,
+    /// Copied from a reader by a feeder thread (FastCGI, serve).
+    Stream(Box<dyn Read + Send>),
+}
+
+/// Receives chunks of a script's stderr.
+pub type StderrSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// Where the script's stderr goes.
+#[derive(Clone)]
+pub enum ErrorOutput {
+    /// The wrapper's own stderr (CGI mode: the server's error log).
+    Inherit,
+    /// Each chunk handed to a callback (FastCGI: FCGI_STDERR records; CGI mode and serve:
+    /// [`ErrorOutput::prefixed`], log lines with the script's name).
+    Capture(StderrSink),
+}
+
+/// Why reading from a running script stopped early.
+#[derive(Debug)]
+pub enum RunError {
+    /// The deadline passed; the process group was killed.
+    Timeout,
+    /// The run was aborted from outside; the process group was killed.
+    Aborted,
+    /// Reading or polling failed.
+    Io(io::Error),
+}
+
+/// Lets another thread stop a request's run (the client left, the server is stopping).
+#[derive(Clone, Default)]
+pub struct AbortHandle {
+    inner: Arc<AbortState>,
+}
+
+/// What a run does when aborted (kill its process group, close its connection).
+type AbortHook = Box<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
+struct AbortState {
+    aborted: AtomicBool,
+    /// Set by the run in progress, cleared when it ends (so a reused process id is never
+    /// signalled).
+    hook: Mutex<Option<AbortHook>>,
+}
+
+impl std::fmt::Debug for AbortHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AbortHandle")
+            .field("aborted", &self.is_aborted())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AbortHandle {
+    /// A handle for one request.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stops the run in progress now; a run started later sees `is_aborted` at once.
+    pub fn abort(&self) {
+        self.inner.aborted.store(true, Ordering::SeqCst);
+        if let Some(hook) = self.lock_hook().as_ref() {
+            hook();
+        }
+    }
+
+    /// Whether `abort` was called.
+    pub fn is_aborted(&self) -> bool {
+        self.inner.aborted.load(Ordering::SeqCst)
+    }
+
+    /// What `abort` does to the run in progress; `None` once it has ended.
+    pub fn on_abort(&self, hook: Option<AbortHook>) {
+        *self.lock_hook() = hook;
+    }
+
+    fn lock_hook(&self) -> std::sync::MutexGuard<'_, Option<AbortHook>> {
+        self.inner.hook.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// One request for a backend.
 pub struct ScriptCall<'a> {

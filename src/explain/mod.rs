@@ -19,6 +19,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::backend::{AbortHandle, ErrorOutput};
 use crate::cgi_head::is_token_char;
 use crate::declaration::Origin;
 use crate::declarations::Declarations;
@@ -28,7 +29,6 @@ use crate::front_end;
 use crate::preconditions::{self, Decision};
 use crate::request::{Conditions, Request};
 use crate::response::ResponseHead;
-use crate::runner::{AbortHandle, ErrorOutput};
 use crate::script::Script;
 use crate::sidecar::sidecar_path;
 use crate::timestamp::{format_http_date, unix_seconds};

@@ -21,11 +21,11 @@ use tokio::task::JoinHandle;
 
 use super::Service;
 use super::codec::{Outgoing, Pair, REQUEST_COMPLETE};
+use crate::backend::{AbortHandle, Input};
 use crate::engine::{Job, RequestBody};
 use crate::front_end;
 use crate::request::Request;
 use crate::response::{ResponseHead, ResponseSink, cgi_head_bytes};
-use crate::runner::{AbortHandle, Input};
 use crate::stderr_relay::StderrRelay;
 
 /// What the connection's writer sends.

@@ -16,8 +16,8 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::backend::AbortHandle;
 use crate::response::{ResponseHead, ResponseSink};
-use crate::runner::AbortHandle;
 
 /// Response chunks in flight between the two sides, per request.
 const CHANNEL_CHUNKS: usize = 4;

@@ -38,12 +38,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::backend::{AbortHandle, ErrorOutput};
 use crate::engine::{Answer, Engine, FailureKind, Job, Outcome};
 use crate::front_end::{self, log};
 use crate::metrics::{self, Metrics};
 use crate::request::Request;
 use crate::response::ResponseHead;
-use crate::runner::{AbortHandle, ErrorOutput};
 use admission::Admission;
 use bridge::{AbortOnDrop, ResponseBody};
 use host::Target;

@@ -16,8 +16,8 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
+use crate::backend::Input;
 use crate::engine::RequestBody;
-use crate::runner::Input;
 
 /// Bodies up to this size stay in memory; larger ones go to a temp file. With the connection
 /// cap this bounds upload memory (512 connections × 64 KiB = 32 MiB).
