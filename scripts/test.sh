@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Runs every test. Installs what the tests drive (nginx, Apache, php-cgi, curl, python3, lintian, sqlite3) when
+# Runs every test. Installs what the tests drive (nginx, Apache, php-cgi, curl, python3, lintian, sqlite3, varnish, squid) when
 # missing; the nginx and Apache tests fail rather than skip under CI=true when a server is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in nginx:nginx apache2:apache2 php-cgi:php-cgi php-fpm8.2:php-fpm curl:curl python3:python3 ps:procps md5sum:coreutils sqlite3:sqlite3 git:git fcgiwrap:fcgiwrap /usr/share/gitweb/gitweb.cgi:gitweb /usr/share/dokuwiki/bin/render.php:dokuwiki; do
+for pair in nginx:nginx apache2:apache2 php-cgi:php-cgi php-fpm8.2:php-fpm curl:curl python3:python3 ps:procps md5sum:coreutils sqlite3:sqlite3 git:git fcgiwrap:fcgiwrap /usr/share/gitweb/gitweb.cgi:gitweb /usr/share/dokuwiki/bin/render.php:dokuwiki varnishd:varnish squid:squid; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
 done
 # tests/package.rs: lintian, and dpkg-dev for cargo-deb (scripts/package.sh installs cargo-deb).
