@@ -86,12 +86,27 @@ impl DigestCache {
 /// `None` when it is missing, unreadable or not a regular file (a FIFO or a device is never
 /// read: opening does not block and only regular files are hashed).
 pub fn file_digest(path: &Path, cache: Option<&DigestCache>) -> Option<FileDigest> {
-    if let Some(cache) = cache {
-        let key = Key::of(&std::fs::metadata(path).ok()?);
-        if let Some(digest) = cache.get(&key) {
-            return Some(digest);
-        }
+    match cache {
+        Some(_) => file_digest_as_stated(path, &std::fs::metadata(path).ok()?, cache),
+        None => hash_file(path, None),
     }
+}
+
+/// [`file_digest`] for a file whose metadata the caller already has (the validators stat every
+/// source for its mtime anyway): a cache hit then costs no system call at all.
+pub fn file_digest_as_stated(
+    path: &Path,
+    meta: &Metadata,
+    cache: Option<&DigestCache>,
+) -> Option<FileDigest> {
+    match cache.and_then(|c| c.get(&Key::of(meta))) {
+        Some(digest) => Some(digest),
+        None => hash_file(path, cache),
+    }
+}
+
+/// Reads and hashes the file, keeping the digest in `cache` when given.
+fn hash_file(path: &Path, cache: Option<&DigestCache>) -> Option<FileDigest> {
     let (mut file, before) = regular_file::open(path).ok()?;
     let mut hash = Md5::new();
     let mut buffer = vec![0; CHUNK];

@@ -4,6 +4,7 @@
 //! (`"etag": "time"`, the default) or from the bytes of the files (`"etag": "content"`), so
 //! machines holding the same files with different mtimes agree (contract "Scale-out").
 
+use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -11,7 +12,7 @@ use std::time::SystemTime;
 use md5::{Digest, Md5};
 
 use crate::declaration::{Declaration, EtagBasis, SessionConfig};
-use crate::digest_cache::{DigestCache, FileDigest, file_digest};
+use crate::digest_cache::{DigestCache, FileDigest, file_digest_as_stated};
 use crate::etag::EntityTag;
 use crate::folder_walk;
 use crate::path_template::expand_dependency;
@@ -92,22 +93,26 @@ pub fn derive(sidecar: &Declaration, inputs: &Inputs<'_>) -> Derivation {
         });
     }
     let path_info = inputs.request.var("PATH_INFO").unwrap_or_default();
-    // Each dependency as the declaration names it for this request, and where it is here.
-    let mut dependencies = Vec::new();
+    // A content ETag needs the digests; one look at each file gives them with its mtime.
+    let hashing = (sidecar.etag == EtagBasis::Content).then_some(inputs.digests);
+    // Each dependency's digest, with the dependency as the declaration names it for this
+    // request (the same on every machine, unlike where it is here).
+    let mut digests = Vec::new();
     for dependency in &sidecar.depends_on {
         // `{query.NAME}` / `{path_info}` filled in for this request; a value that cannot name a
         // file safely makes the dependency missing (explain shows the path as written).
         let expanded = expand_dependency(dependency, inputs.request.query(), path_info);
-        let time = expanded
-            .as_deref()
-            .and_then(|p| newest_mtime(&folder.join(p)));
         let path = folder.join(expanded.as_deref().unwrap_or(dependency));
+        let found = match &expanded {
+            Some(_) => inspect(&path, hashing),
+            None => Found::default(),
+        };
         candidates.push(Candidate {
-            source: Source::Dependency(path.clone()),
-            time,
+            source: Source::Dependency(path),
+            time: found.newest,
         });
-        if let Some(expanded) = expanded {
-            dependencies.push((expanded, path));
+        if let (Some(named), Some(digest)) = (expanded, found.digest) {
+            digests.push((named, digest));
         }
     }
     if sidecar.probe {
@@ -116,11 +121,16 @@ pub fn derive(sidecar: &Declaration, inputs: &Inputs<'_>) -> Derivation {
             time: inputs.probe,
         });
     }
+    let mut script_digest = None;
     if !sidecar.feed {
-        let time = mtime(inputs.script);
+        let found = match std::fs::metadata(inputs.script) {
+            Ok(meta) => Found::of_file(inputs.script, &meta, hashing),
+            Err(_) => Found::default(),
+        };
+        script_digest = found.digest;
         candidates.push(Candidate {
             source: Source::ScriptFile,
-            time,
+            time: found.newest,
         });
     }
     let newest = candidates.iter().filter_map(|c| c.time).max();
@@ -152,7 +162,9 @@ pub fn derive(sidecar: &Declaration, inputs: &Inputs<'_>) -> Derivation {
             }
             EntityTag::strong(hex(&hash.finalize()))
         }),
-        EtagBasis::Content => content_etag(sidecar, inputs, &dependencies, session.as_ref()),
+        EtagBasis::Content => {
+            content_etag(sidecar, inputs, &digests, script_digest, session.as_ref())
+        }
     };
     Derivation {
         candidates,
@@ -177,7 +189,8 @@ pub fn derive(sidecar: &Declaration, inputs: &Inputs<'_>) -> Derivation {
 fn content_etag(
     sidecar: &Declaration,
     inputs: &Inputs<'_>,
-    dependencies: &[(PathBuf, PathBuf)],
+    dependencies: &[(PathBuf, FileDigest)],
+    script: Option<FileDigest>,
     session: Option<&[u8; 16]>,
 ) -> Option<EntityTag> {
     let mut hash = Md5::new();
@@ -202,18 +215,14 @@ fn content_etag(
     };
     times(b"last_modified=", sidecar.last_modified);
     times(b"probe=", inputs.probe);
-    for (named, here) in dependencies {
-        if let Some(digest) = tree_digest(here, inputs.digests) {
-            found = true;
-            hash.update([0]);
-            hash.update(named.as_os_str().as_bytes());
-            hash.update(b"=");
-            hash.update(digest);
-        }
+    for (named, digest) in dependencies {
+        found = true;
+        hash.update([0]);
+        hash.update(named.as_os_str().as_bytes());
+        hash.update(b"=");
+        hash.update(digest);
     }
-    if !sidecar.feed
-        && let Some(digest) = file_digest(inputs.script, inputs.digests)
-    {
+    if let Some(digest) = script {
         found = true;
         hash.update(b"\0script=");
         hash.update(digest);
@@ -225,28 +234,57 @@ fn content_etag(
     found.then(|| EntityTag::strong(hex(&hash.finalize())))
 }
 
-/// The digest of a file, or of a folder: the names (relative to it) and digests of everything
-/// below it, in the walk's stable order and within its limits. `None` when nothing is there.
-fn tree_digest(path: &Path, cache: Option<&DigestCache>) -> Option<FileDigest> {
-    let meta = std::fs::metadata(path).ok()?;
-    if !meta.is_dir() {
-        return file_digest(path, cache);
+/// What one source is on this machine: its newest mtime (a folder's own or any entry's below
+/// it) and, when hashing, its digest.
+#[derive(Default)]
+struct Found {
+    newest: Option<SystemTime>,
+    digest: Option<FileDigest>,
+}
+
+impl Found {
+    /// A file already stat'ed; hashed (through the cache, if any) when `hashing` is `Some`.
+    fn of_file(path: &Path, meta: &Metadata, hashing: Option<Option<&DigestCache>>) -> Found {
+        Found {
+            newest: meta.modified().ok(),
+            digest: hashing.and_then(|cache| file_digest_as_stated(path, meta, cache)),
+        }
     }
+}
+
+/// A file or folder dependency, in one walk: the newest mtime, and when hashing, the digest
+/// (a folder's: the names, relative to it, and digests of everything below it, in the walk's
+/// stable order and within its limits).
+fn inspect(path: &Path, hashing: Option<Option<&DigestCache>>) -> Found {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Found::default();
+    };
+    if !meta.is_dir() {
+        return Found::of_file(path, &meta, hashing);
+    }
+    let mut newest = meta.modified().ok();
     let mut hash = Md5::new();
     folder_walk::walk(path, |relative, meta| {
+        newest = newest.max(meta.modified().ok());
+        let Some(cache) = hashing else {
+            return;
+        };
         hash.update(relative.as_os_str().as_bytes());
         if meta.is_dir() {
             hash.update(b"/");
         } else {
             // A file that cannot be read (or a FIFO) counts by its name alone.
             hash.update(b"=");
-            if let Some(digest) = file_digest(&path.join(relative), cache) {
+            if let Some(digest) = file_digest_as_stated(&path.join(relative), meta, cache) {
                 hash.update(digest);
             }
         }
         hash.update([0]);
     });
-    Some(hash.finalize().into())
+    Found {
+        newest,
+        digest: hashing.map(|_| hash.finalize().into()),
+    }
 }
 
 impl Derivation {
@@ -318,23 +356,6 @@ fn is_session_id(id: &[u8]) -> bool {
 fn unix_nanos(time: SystemTime) -> u128 {
     time.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
-}
-
-/// A file's modification time.
-pub fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// The newest mtime of a file, or of a folder and everything below it (bounded).
-pub fn newest_mtime(path: &Path) -> Option<SystemTime> {
-    let meta = std::fs::metadata(path).ok()?;
-    let own = meta.modified().ok();
-    if !meta.is_dir() {
-        return own;
-    }
-    let mut newest = own;
-    folder_walk::walk(path, |_, meta| newest = newest.max(meta.modified().ok()));
-    newest
 }
 
 /// Lower-case hex of a digest.
