@@ -10,7 +10,7 @@ out=bench/RESULTS.md
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), a shared machine: compare the"
   echo "ratios inside one table, not absolute figures across tables or runs."
   echo
-  for part in cgi fastcgi php-fpm apache serve rules stderr; do
+  for part in cgi fastcgi php-fpm apache serve rules stderr scale-out; do
     if [ -f "bench/$part.sh" ]; then
       bash "bench/$part.sh" || echo "(bench/$part.sh failed)"
       echo

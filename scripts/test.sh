@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test. Installs what the tests drive (nginx, Apache, php-cgi, curl, python3, lintian,
-# sqlite3, prometheus with promtool) when missing; the tests fail rather than skip under CI=true
-# when a server or tool is absent.
+# Runs every test. Installs what the tests drive (nginx, Apache, php-cgi, php-fpm, curl, python3,
+# lintian, sqlite3, gitweb, DokuWiki, prometheus with promtool, varnish, squid) when missing; the
+# tests fail rather than skip under CI=true when a server or tool is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in nginx:nginx apache2:apache2 php-cgi:php-cgi php-fpm8.2:php-fpm curl:curl python3:python3 ps:procps md5sum:coreutils sqlite3:sqlite3 git:git fcgiwrap:fcgiwrap /usr/share/gitweb/gitweb.cgi:gitweb /usr/share/dokuwiki/bin/render.php:dokuwiki prometheus:prometheus; do
+for pair in nginx:nginx apache2:apache2 php-cgi:php-cgi php-fpm8.2:php-fpm curl:curl python3:python3 ps:procps md5sum:coreutils sqlite3:sqlite3 git:git fcgiwrap:fcgiwrap /usr/share/gitweb/gitweb.cgi:gitweb /usr/share/dokuwiki/bin/render.php:dokuwiki prometheus:prometheus varnishd:varnish squid:squid; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
 done
 # tests/package.rs: lintian, and dpkg-dev for cargo-deb (scripts/package.sh installs cargo-deb).
@@ -19,7 +19,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # Debian starts the packaged servers; the tests run their own on free ports.
-for svc in nginx apache2 php8.2-fpm prometheus; do
+for svc in nginx apache2 php8.2-fpm prometheus varnish squid; do
   if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
 done
 

@@ -14,6 +14,7 @@ use crate::cache_policy::CachePolicy;
 use crate::declaration::{Declaration, Privacy};
 use crate::declarations::Declarations;
 use crate::delivery::{Exchange, Progress, finish_silently, send, start};
+use crate::digest_cache::DigestCache;
 use crate::encoding::{self, Coding};
 use crate::failure::Failure;
 use crate::log;
@@ -64,6 +65,9 @@ pub struct Engine {
     pub declarations: DeclarationSource,
     /// Probe answers kept for a declaration's `probe_ttl` (long-running modes).
     pub probe_cache: Option<Arc<ProbeCache<SystemTime>>>,
+    /// Content digests for `"etag": "content"`, kept by device, inode, size and mtime
+    /// (long-running modes); `None` hashes on every request (CGI mode).
+    pub digest_cache: Option<Arc<DigestCache>>,
     /// What scripts run on: processes (capped by `--max-children`; answers given without
     /// running a script need no slot) or FastCGI applications.
     pub backends: Backends,
@@ -192,7 +196,13 @@ impl Engine {
             cache: self.probe_cache.as_deref(),
         };
         let result = match &declaration {
-            Some(declaration) => declared(&plan, declaration, &probes, ex),
+            Some(declaration) => declared(
+                &plan,
+                declaration,
+                &probes,
+                self.digest_cache.as_deref(),
+                ex,
+            ),
             None => pass_through(&plan, ex),
         };
         ex.progress.runs = plan.runs();
@@ -206,6 +216,7 @@ fn declared(
     plan: &Plan,
     declaration: &Declaration,
     probes: &Probes<'_>,
+    digests: Option<&DigestCache>,
     ex: &mut Exchange<'_>,
 ) -> Result<Outcome, Failure> {
     let request = ex.request;
@@ -213,7 +224,7 @@ fn declared(
     let method = request.method();
     let conditions = Conditions::from_request(request, now);
     let probe = probes.answer(plan, declaration, request, ex.errors, ex.abort)?;
-    let representation = representation_at(plan, declaration, request, probe, now);
+    let representation = representation_at(plan, declaration, request, probe, digests, now);
     let coding = if declaration.compress {
         encoding::negotiate(request.header("HTTP_ACCEPT_ENCODING"))
     } else {
@@ -268,7 +279,8 @@ fn declared(
             };
             match probed {
                 Ok(probe) => {
-                    fresh = representation_at(plan, declaration, request, probe, SystemTime::now());
+                    let now = SystemTime::now();
+                    fresh = representation_at(plan, declaration, request, probe, digests, now);
                     &fresh
                 }
                 Err(failure) => {
@@ -329,7 +341,14 @@ pub fn represent(
     now: SystemTime,
 ) -> Result<Representation, Failure> {
     let probe = Probes::default().answer(plan, declaration, request, errors, abort)?;
-    Ok(representation_at(plan, declaration, request, probe, now))
+    Ok(representation_at(
+        plan,
+        declaration,
+        request,
+        probe,
+        None,
+        now,
+    ))
 }
 
 /// How probe answers are had: run each time, or kept for the declaration's `probe_ttl`.
@@ -384,6 +403,7 @@ fn representation_at(
     declaration: &Declaration,
     request: &Request,
     probe: Option<SystemTime>,
+    digests: Option<&DigestCache>,
     now: SystemTime,
 ) -> Representation {
     let derivation = validators::derive(
@@ -393,6 +413,7 @@ fn representation_at(
             request,
             probe,
             now,
+            digests,
         },
     );
     let forced_private = declaration.feed || derivation.session_covered;

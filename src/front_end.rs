@@ -12,6 +12,7 @@ use anyhow::Context;
 
 use crate::backend::fastcgi_client::{Address, PoolConfig, Upstreams};
 use crate::declarations::Declarations;
+use crate::digest_cache::DigestCache;
 use crate::engine::{Backends, DeclarationSource, Engine, text_head};
 use crate::probe_cache::ProbeCache;
 use crate::response::ResponseHead;
@@ -107,13 +108,15 @@ pub fn declarations(rules: Option<&Path>) -> anyhow::Result<Arc<Declarations>> {
 }
 
 /// The engine of a long-running mode: its roots, its declarations, a probe-answer cache for
-/// `probe_ttl`, local redirects answered 302 (no server in front redirects internally).
+/// `probe_ttl`, a content-digest cache for `"etag": "content"`, local redirects answered 302
+/// (no server in front redirects internally).
 pub fn engine(roots: Vec<PathBuf>, declarations: &Arc<Declarations>, backends: Backends) -> Engine {
     Engine {
         roots,
         found_for_local_redirects: true,
         declarations: DeclarationSource::Loaded(Arc::clone(declarations)),
         probe_cache: Some(Arc::new(ProbeCache::default())),
+        digest_cache: Some(Arc::new(DigestCache::default())),
         backends,
     }
 }

@@ -39,6 +39,24 @@ pub enum ReadError {
 
 /// Reads the regular file at `path` (symlinks followed), at most `limit` bytes, never blocking.
 pub fn read(path: &Path, limit: usize) -> Result<Vec<u8>, ReadError> {
+    let (file, meta) = open(path)?;
+    // The size is only a hint for the allocation: a file may grow while it is read, and the
+    // read itself is what is bounded.
+    let hint = usize::try_from(meta.len()).unwrap_or(limit).min(limit);
+    let mut content = Vec::with_capacity(hint + 1);
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    file.take(cap)
+        .read_to_end(&mut content)
+        .map_err(ReadError::Io)?;
+    if content.len() > limit {
+        return Err(ReadError::TooLarge(limit));
+    }
+    Ok(content)
+}
+
+/// Opens the regular file at `path` (symlinks followed) without ever blocking, with its
+/// metadata read from the opened descriptor; anything but a regular file is refused.
+pub fn open(path: &Path) -> Result<(File, std::fs::Metadata), ReadError> {
     let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let file = match rustix::fs::open(path, flags, Mode::empty()) {
         Ok(fd) => File::from(fd),
@@ -54,18 +72,7 @@ pub fn read(path: &Path, limit: usize) -> Result<Vec<u8>, ReadError> {
     if !meta.is_file() {
         return Err(ReadError::NotRegular(kind(&meta.file_type())));
     }
-    // The size is only a hint for the allocation: a file may grow while it is read, and the
-    // read itself is what is bounded.
-    let hint = usize::try_from(meta.len()).unwrap_or(limit).min(limit);
-    let mut content = Vec::with_capacity(hint + 1);
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    file.take(cap)
-        .read_to_end(&mut content)
-        .map_err(ReadError::Io)?;
-    if content.len() > limit {
-        return Err(ReadError::TooLarge(limit));
-    }
-    Ok(content)
+    Ok((file, meta))
 }
 
 /// The kind of a file that is not a regular one, for messages.

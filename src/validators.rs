@@ -1,22 +1,24 @@
 //! Validators (RFC 9110 §8.8): where a declared script's Last-Modified comes from, and its ETag.
+//!
+//! Last-Modified is always the newest time of the sources. The ETag is derived from that time
+//! (`"etag": "time"`, the default) or from the bytes of the files (`"etag": "content"`), so
+//! machines holding the same files with different mtimes agree (contract "Scale-out").
 
+use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use md5::{Digest, Md5};
 
-use crate::declaration::{Declaration, SessionConfig};
+use crate::declaration::{Declaration, EtagBasis, SessionConfig};
+use crate::digest_cache::{DigestCache, FileDigest, file_digest_as_stated};
 use crate::etag::EntityTag;
+use crate::folder_walk;
 use crate::path_template::expand_dependency;
 use crate::regular_file;
 use crate::request::{Request, cookie, cookies};
 use crate::timestamp::truncate_to_second;
-
-/// A folder dependency is walked at most this deep and this wide; beyond it, the folder's own
-/// mtime still counts (it changes whenever an entry is added or removed).
-const MAX_WALK_DEPTH: usize = 8;
-const MAX_WALK_ENTRIES: usize = 10_000;
 
 /// Session ids are PHP's alphabet (`[A-Za-z0-9,-]`); anything else could escape the save path.
 const MAX_SESSION_ID: usize = 256;
@@ -75,6 +77,9 @@ pub struct Inputs<'a> {
     pub probe: Option<SystemTime>,
     /// The current time.
     pub now: SystemTime,
+    /// Content digests kept between requests (long-running modes); `None` hashes every time
+    /// (CGI mode, one request per process).
+    pub digests: Option<&'a DigestCache>,
 }
 
 /// Computes Last-Modified (newest source, clamped to now) and the ETag of a declared script.
@@ -88,18 +93,27 @@ pub fn derive(sidecar: &Declaration, inputs: &Inputs<'_>) -> Derivation {
         });
     }
     let path_info = inputs.request.var("PATH_INFO").unwrap_or_default();
+    // A content ETag needs the digests; one look at each file gives them with its mtime.
+    let hashing = (sidecar.etag == EtagBasis::Content).then_some(inputs.digests);
+    // Each dependency's digest, with the dependency as the declaration names it for this
+    // request (the same on every machine, unlike where it is here).
+    let mut digests = Vec::new();
     for dependency in &sidecar.depends_on {
         // `{query.NAME}` / `{path_info}` filled in for this request; a value that cannot name a
         // file safely makes the dependency missing (explain shows the path as written).
         let expanded = expand_dependency(dependency, inputs.request.query(), path_info);
-        let time = expanded
-            .as_deref()
-            .and_then(|p| newest_mtime(&folder.join(p)));
         let path = folder.join(expanded.as_deref().unwrap_or(dependency));
+        let found = match &expanded {
+            Some(_) => inspect(&path, hashing),
+            None => Found::default(),
+        };
         candidates.push(Candidate {
             source: Source::Dependency(path),
-            time,
+            time: found.newest,
         });
+        if let (Some(named), Some(digest)) = (expanded, found.digest) {
+            digests.push((named, digest));
+        }
     }
     if sidecar.probe {
         candidates.push(Candidate {
@@ -107,11 +121,16 @@ pub fn derive(sidecar: &Declaration, inputs: &Inputs<'_>) -> Derivation {
             time: inputs.probe,
         });
     }
+    let mut script_digest = None;
     if !sidecar.feed {
-        let time = mtime(inputs.script);
+        let found = match std::fs::metadata(inputs.script) {
+            Ok(meta) => Found::of_file(inputs.script, &meta, hashing),
+            Err(_) => Found::default(),
+        };
+        script_digest = found.digest;
         candidates.push(Candidate {
             source: Source::ScriptFile,
-            time,
+            time: found.newest,
         });
     }
     let newest = candidates.iter().filter_map(|c| c.time).max();
@@ -127,21 +146,26 @@ pub fn derive(sidecar: &Declaration, inputs: &Inputs<'_>) -> Derivation {
         .session
         .as_ref()
         .and_then(|cfg| session_fingerprint(cfg, inputs.request));
-    let etag = precise.map(|time| {
-        let mut hash = Md5::new();
-        hash.update(inputs.script.as_os_str().as_bytes());
-        hash.update([0]);
-        hash.update(inputs.request.var("PATH_INFO").unwrap_or_default());
-        hash.update([0]);
-        hash.update(inputs.request.query());
-        hash.update([0]);
-        hash.update(unix_nanos(time).to_string());
-        if let Some(session) = &session {
+    let etag = match sidecar.etag {
+        EtagBasis::Time => precise.map(|time| {
+            let mut hash = Md5::new();
+            hash.update(inputs.script.as_os_str().as_bytes());
             hash.update([0]);
-            hash.update(session);
+            hash.update(path_info);
+            hash.update([0]);
+            hash.update(inputs.request.query());
+            hash.update([0]);
+            hash.update(unix_nanos(time).to_string());
+            if let Some(session) = &session {
+                hash.update([0]);
+                hash.update(session);
+            }
+            EntityTag::strong(hex(&hash.finalize()))
+        }),
+        EtagBasis::Content => {
+            content_etag(sidecar, inputs, &digests, script_digest, session.as_ref())
         }
-        EntityTag::strong(hex(&hash.finalize()))
-    });
+    };
     Derivation {
         candidates,
         clamped,
@@ -150,6 +174,116 @@ pub fn derive(sidecar: &Declaration, inputs: &Inputs<'_>) -> Derivation {
             etag,
             last_modified,
         },
+    }
+}
+
+/// The ETag of `"etag": "content"`: what must agree across machines, and nothing else.
+///
+/// It covers the script as the client addresses it (SCRIPT_NAME, PATH_INFO, the query string),
+/// never its path on this machine (docroots differ between hosts and container builds); the
+/// bytes of the script (unless in feed mode, where its own mtime does not count either) and of
+/// each dependency (as the declaration names it; a folder by the names and digests of the
+/// files in it); the times that do not come from the file system (`last_modified`, the probe's
+/// answer, the same on every machine that shares the database); and the session. `None` when
+/// none of these sources exists.
+fn content_etag(
+    sidecar: &Declaration,
+    inputs: &Inputs<'_>,
+    dependencies: &[(PathBuf, FileDigest)],
+    script: Option<FileDigest>,
+    session: Option<&[u8; 16]>,
+) -> Option<EntityTag> {
+    let mut hash = Md5::new();
+    let mut found = false;
+    hash.update(b"content\0");
+    match inputs.request.var("SCRIPT_NAME") {
+        Some(name) => hash.update(name),
+        // Without a URL path (explain), the file name is what agrees across machines.
+        None => hash.update(inputs.script.file_name().unwrap_or_default().as_bytes()),
+    }
+    hash.update([0]);
+    hash.update(inputs.request.var("PATH_INFO").unwrap_or_default());
+    hash.update([0]);
+    hash.update(inputs.request.query());
+    let mut times = |label: &[u8], time: Option<SystemTime>| {
+        if let Some(time) = time {
+            found = true;
+            hash.update([0]);
+            hash.update(label);
+            hash.update(unix_nanos(time).to_string());
+        }
+    };
+    times(b"last_modified=", sidecar.last_modified);
+    times(b"probe=", inputs.probe);
+    for (named, digest) in dependencies {
+        found = true;
+        hash.update([0]);
+        hash.update(named.as_os_str().as_bytes());
+        hash.update(b"=");
+        hash.update(digest);
+    }
+    if let Some(digest) = script {
+        found = true;
+        hash.update(b"\0script=");
+        hash.update(digest);
+    }
+    if let Some(session) = session {
+        hash.update(b"\0session=");
+        hash.update(session);
+    }
+    found.then(|| EntityTag::strong(hex(&hash.finalize())))
+}
+
+/// What one source is on this machine: its newest mtime (a folder's own or any entry's below
+/// it) and, when hashing, its digest.
+#[derive(Default)]
+struct Found {
+    newest: Option<SystemTime>,
+    digest: Option<FileDigest>,
+}
+
+impl Found {
+    /// A file already stat'ed; hashed (through the cache, if any) when `hashing` is `Some`.
+    fn of_file(path: &Path, meta: &Metadata, hashing: Option<Option<&DigestCache>>) -> Found {
+        Found {
+            newest: meta.modified().ok(),
+            digest: hashing.and_then(|cache| file_digest_as_stated(path, meta, cache)),
+        }
+    }
+}
+
+/// A file or folder dependency, in one walk: the newest mtime, and when hashing, the digest
+/// (a folder's: the names, relative to it, and digests of everything below it, in the walk's
+/// stable order and within its limits).
+fn inspect(path: &Path, hashing: Option<Option<&DigestCache>>) -> Found {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Found::default();
+    };
+    if !meta.is_dir() {
+        return Found::of_file(path, &meta, hashing);
+    }
+    let mut newest = meta.modified().ok();
+    let mut hash = Md5::new();
+    folder_walk::walk(path, |relative, meta| {
+        newest = newest.max(meta.modified().ok());
+        let Some(cache) = hashing else {
+            return;
+        };
+        hash.update(relative.as_os_str().as_bytes());
+        if meta.is_dir() {
+            hash.update(b"/");
+        } else {
+            // A file that cannot be read (or a FIFO) counts by its name alone.
+            hash.update(b"=");
+            if let Some(digest) = file_digest_as_stated(&path.join(relative), meta, cache) {
+                hash.update(digest);
+            }
+        }
+        hash.update([0]);
+    });
+    Found {
+        newest,
+        digest: hashing.map(|_| hash.finalize().into()),
     }
 }
 
@@ -224,42 +358,6 @@ fn unix_nanos(time: SystemTime) -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-/// A file's modification time.
-pub fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// The newest mtime of a file, or of a folder and everything below it (bounded).
-pub fn newest_mtime(path: &Path) -> Option<SystemTime> {
-    let meta = std::fs::metadata(path).ok()?;
-    let own = meta.modified().ok();
-    if !meta.is_dir() {
-        return own;
-    }
-    let mut newest = own;
-    let mut budget = MAX_WALK_ENTRIES;
-    let mut stack = vec![(path.to_path_buf(), 0usize)];
-    while let Some((dir, depth)) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if budget == 0 {
-                return newest;
-            }
-            budget -= 1;
-            let Ok(meta) = std::fs::metadata(entry.path()) else {
-                continue;
-            };
-            newest = newest.max(meta.modified().ok());
-            if meta.is_dir() && depth + 1 < MAX_WALK_DEPTH {
-                stack.push((entry.path(), depth + 1));
-            }
-        }
-    }
-    newest
-}
-
 /// Lower-case hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -290,6 +388,7 @@ mod tests {
                 request: req,
                 probe: None,
                 now: at(now),
+                digests: None,
             },
         )
     }
@@ -493,5 +592,103 @@ mod tests {
         };
         assert_ne!(tag(None), tag(Some("/repo/")));
         assert_ne!(tag(Some("/repo/")), tag(Some("/repo/log/")));
+    }
+
+    /// Two machines: the same files under different docroots, written at different times.
+    fn two_machines(name: &str) -> (PathBuf, PathBuf) {
+        let base = std::env::temp_dir().join(format!("hc-content-{name}-{}", std::process::id()));
+        let roots = (base.join("a/www"), base.join("b/www"));
+        for (root, secs) in [(&roots.0, 1_700_000_000), (&roots.1, 1_800_000_000)] {
+            std::fs::create_dir_all(root.join("data/sub")).unwrap();
+            for (file, text) in [
+                ("page.cgi", "#!/bin/sh\necho hi\n"),
+                ("data/one.txt", "1"),
+                ("data/sub/two.txt", "2"),
+            ] {
+                std::fs::write(root.join(file), text).unwrap();
+                let f = std::fs::File::options()
+                    .write(true)
+                    .open(root.join(file))
+                    .unwrap();
+                f.set_modified(at(secs)).unwrap();
+            }
+        }
+        roots
+    }
+
+    fn content_tag(root: &Path, cache: Option<&DigestCache>) -> Derivation {
+        let sidecar = Declaration {
+            depends_on: vec![PathBuf::from("data/")],
+            etag: EtagBasis::Content,
+            ..Default::default()
+        };
+        let vars = vec![
+            (b"QUERY_STRING".to_vec(), b"a=1".to_vec()),
+            (b"SCRIPT_NAME".to_vec(), b"/page.cgi".to_vec()),
+        ];
+        derive(
+            &sidecar,
+            &Inputs {
+                script: &root.join("page.cgi"),
+                request: &Request::new(vars),
+                probe: None,
+                now: at(4_000_000_000),
+                digests: cache,
+            },
+        )
+    }
+
+    #[test]
+    fn a_content_etag_is_the_same_on_machines_with_other_paths_and_mtimes() {
+        let (a, b) = two_machines("agree");
+        let (on_a, on_b) = (content_tag(&a, None), content_tag(&b, None));
+        assert!(on_a.validators.etag.is_some());
+        assert_eq!(on_a.validators.etag, on_b.validators.etag);
+        assert_ne!(
+            on_a.validators.last_modified, on_b.validators.last_modified,
+            "Last-Modified stays time-based"
+        );
+        let cache = DigestCache::default();
+        assert_eq!(
+            content_tag(&a, Some(&cache)).validators.etag,
+            on_a.validators.etag
+        );
+        assert_eq!(
+            content_tag(&a, Some(&cache)).validators.etag,
+            on_a.validators.etag
+        );
+        std::fs::remove_dir_all(a.parent().unwrap().parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_content_etag_changes_with_the_bytes_and_not_with_touch() {
+        let (a, _) = two_machines("change");
+        let cache = DigestCache::default();
+        let tag = || content_tag(&a, Some(&cache)).validators.etag.unwrap();
+        let base = tag();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(a.join("data/sub/two.txt"))
+            .unwrap();
+        f.set_modified(at(1_900_000_000)).unwrap();
+        assert_eq!(tag(), base, "touch alone changes nothing");
+        let mut changed = Vec::new();
+        std::fs::write(a.join("data/sub/two.txt"), "22").unwrap();
+        changed.push(tag());
+        std::fs::rename(a.join("data/one.txt"), a.join("data/uno.txt")).unwrap();
+        changed.push(tag());
+        std::fs::write(a.join("data/three.txt"), "").unwrap();
+        changed.push(tag());
+        std::fs::write(a.join("page.cgi"), "#!/bin/sh\necho ho\n").unwrap();
+        changed.push(tag());
+        let mut all = vec![base];
+        all.extend(changed);
+        let distinct: std::collections::HashSet<_> = all.iter().map(|t| t.to_string()).collect();
+        assert_eq!(
+            distinct.len(),
+            all.len(),
+            "each change gives a new tag: {all:?}"
+        );
+        std::fs::remove_dir_all(a.parent().unwrap().parent().unwrap()).unwrap();
     }
 }

@@ -11,7 +11,7 @@ use crate::common::{self, Spawned, TempDir};
 use super::PATIENCE;
 
 /// The shipped server block and params snippet.
-fn shipped(name: &str) -> String {
+pub fn shipped(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("nginx-conf")
         .join(name);
@@ -19,7 +19,7 @@ fn shipped(name: &str) -> String {
 }
 
 /// Replaces `from` (which must occur) by `to`.
-fn substitute(text: &str, from: &str, to: &str) -> String {
+pub fn substitute(text: &str, from: &str, to: &str) -> String {
     assert!(
         text.contains(from),
         "nginx-conf no longer contains {from:?}"
@@ -51,19 +51,14 @@ impl Nginx {
         more: &[(&str, String)],
         extra_http: &str,
     ) -> Option<Nginx> {
-        let nginx = common::require("nginx")?;
         let prefix = dir.join("nginx");
-        for sub in ["conf.d", "snippets", "tmp"] {
-            std::fs::create_dir_all(prefix.join(sub)).unwrap();
-        }
-        let port = common::free_port();
+        std::fs::create_dir_all(prefix.join("snippets")).unwrap();
         let params = prefix.join("snippets/http-conditional-params.conf");
         std::fs::write(&params, shipped("http-conditional-params.conf")).unwrap();
         let mut server = shipped(conf_name);
         for (from, to) in more {
             server = substitute(&server, from, to);
         }
-        server = substitute(&server, "listen 80;", &format!("listen 127.0.0.1:{port};"));
         server = substitute(
             &server,
             "root /srv/www;",
@@ -79,6 +74,19 @@ impl Nginx {
             "/etc/nginx/snippets/http-conditional-params.conf",
             &params.display().to_string(),
         );
+        Nginx::start_server(dir, &server, extra_http)
+    }
+
+    /// Starts nginx with `server` (a shipped file's text, its other paths already substituted)
+    /// in the http block, its `listen 80;` put on a free 127.0.0.1 port.
+    pub fn start_server(dir: &TempDir, server: &str, extra_http: &str) -> Option<Nginx> {
+        let nginx = common::require("nginx")?;
+        let prefix = dir.join("nginx");
+        for sub in ["conf.d", "tmp"] {
+            std::fs::create_dir_all(prefix.join(sub)).unwrap();
+        }
+        let port = common::free_port();
+        let server = substitute(server, "listen 80;", &format!("listen 127.0.0.1:{port};"));
         std::fs::write(prefix.join("conf.d/http-conditional.conf"), server).unwrap();
         // The test's own top level: temp paths under the prefix, and (run as root here) a
         // worker user that can reach the responder's 0660 socket.
