@@ -101,12 +101,13 @@ impl Rules {
             }],
         };
         let bytes = regular_file::read(path, MAX_RULES_BYTES).map_err(|e| fail(e.to_string()))?;
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let folder = std::fs::canonicalize(parent)
-            .map_err(|e| fail(format!("its folder {}: {e}", parent.display())))?;
+        // Relative paths are from the folder of the file's real path (a symlinked rules file
+        // means what it means where it lives).
+        let real = std::fs::canonicalize(path).map_err(|e| fail(e.to_string()))?;
+        let folder = real
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
         Rules::parse(&bytes, path, &folder)
     }
 
@@ -319,6 +320,16 @@ fn compile_glob(pattern: &str, folder: &Path) -> Result<globset::Glob, String> {
             "bad glob {pattern:?}: `.` or `..` inside a pattern never matches a real path"
         ));
     }
+    // globset reads `**` glued to other text (`/srv/**.cgi`, `blog**`) as `*`, which stays in
+    // one segment: refuse it rather than silently match less than the rule says.
+    if full
+        .split('/')
+        .any(|segment| segment.contains("**") && segment != "**")
+    {
+        return Err(format!(
+            "bad glob {pattern:?}: `**` crosses folders only as a whole segment, as in `/srv/www/**/*.cgi`"
+        ));
+    }
     GlobBuilder::new(&full)
         .literal_separator(true)
         .build()
@@ -451,6 +462,18 @@ match = "apps/*.cgi"
         let at: Vec<_> = found.iter().map(|f| f.0).collect();
         assert_eq!(at, [Some((2, 9)), Some((8, 11))]);
         assert!(found[0].1.contains("bad glob"), "{}", found[0].1);
+    }
+
+    /// README: "`*` stays within one path segment, `**` crosses them" — only as a whole
+    /// segment; glued to other text it would quietly match less, so it is refused.
+    #[test]
+    fn a_double_star_glued_to_other_text_is_a_bad_glob() {
+        for pattern in ["/a/**.cgi", "/a/blog**", "/a/x**y/*.cgi"] {
+            let found = positions(&format!("[[rule]]\nmatch = \"{pattern}\"\n"));
+            assert_eq!(found.len(), 1, "{pattern}");
+            assert!(found[0].1.contains("whole segment"), "{}", found[0].1);
+        }
+        assert!(parse("[[rule]]\nmatch = \"/a/**/*.cgi\"\n").is_ok());
     }
 
     #[test]

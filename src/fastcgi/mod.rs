@@ -170,6 +170,13 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
             None => None,
         };
         privileges.drop_root()?;
+        // SIGHUP re-reads the rules as the account scripts run as: a file it cannot read would
+        // load now (as root) and then never reload. Refuse it at start instead.
+        if let Some(declarations) = service.engine.loaded_declarations() {
+            declarations.reload().map_err(|e| {
+                anyhow::anyhow!("--rules must be readable by the --user account (SIGHUP re-reads it as that user):\n{e}")
+            })?;
+        }
         if let (Some(listener), Some(metrics)) = (metrics_listener, &service.metrics) {
             metrics::listener::spawn(listener, Arc::clone(metrics));
         }
