@@ -253,3 +253,35 @@ fn a_second_sigterm_kills_the_scripts_still_running() {
     assert_no_leftovers(&sleeper);
     assert!(!dir.join("finished").exists());
 }
+
+#[test]
+fn rules_the_user_account_cannot_read_are_refused_at_start() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to switch to another user");
+        return;
+    }
+    let dir = TempDir::new("fcgi-rules-user");
+    write_scripts(&dir);
+    let rules = dir.write("private.toml", "[[rule]]\nmatch = \"*.cgi\"\n", false);
+    std::fs::set_permissions(&rules, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The folders must be reachable by nobody for the start to get as far as the rules.
+    std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.join("hc.sock");
+    let out = Command::new(common::bin())
+        .arg("fastcgi")
+        .arg("--root")
+        .arg(&dir.path)
+        .arg("--listen")
+        .arg(format!("unix:{}", socket.display()))
+        .args(["--user", "nobody", "--rules"])
+        .arg(&rules)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("readable by the --user account"),
+        "{stderr}"
+    );
+}
