@@ -2,20 +2,24 @@
 # A per-request profile of the declared 304 in each mode: instructions (callgrind), system calls
 # (strace -c) and, for CGI mode, page faults. The long-running modes are measured as the
 # difference between two runs (SMALL and SMALL + N requests on one kept connection), so the
-# start-up is not counted. Prints a markdown section on stdout. N (default 500).
+# start-up is not counted. Prints a markdown section on stdout. N (default 500); MODES (default
+# "cgi fastcgi serve") picks the rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 source bench/lib.sh
 bench_need valgrind:valgrind strace:strace /usr/bin/time:time curl:curl python3:python3
 n=${N:-500}
+modes=" ${MODES:-cgi fastcgi serve} "
 small=10
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 cargo build --release --quiet
 bin=$target_dir/release/http-conditional
 # The static build, as scripts/package.sh makes it (the Debian package's binary).
-CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --release --quiet --target x86_64-unknown-linux-gnu
+if [[ $modes == *" cgi "* ]]; then
+  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --quiet --target x86_64-unknown-linux-gnu
+fi
 static_bin=$target_dir/x86_64-unknown-linux-gnu/release/http-conditional
 work=$(mktemp -d /tmp/hc-bench-profile.XXXXXX)
 chmod 755 "$work"
@@ -46,6 +50,7 @@ per() { python3 -c "import sys; print(f'{(int(sys.argv[1]) - int(sys.argv[2])) /
 # CGI mode: one 304 per process.
 cgi_row() {
   local label=$1 program=$2
+  [[ $modes == *" cgi "* ]] || return 0
   local run=("${cgi[@]}" "HTTP_IF_NONE_MATCH=$etag")
   "${run[@]}" valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$program" >/dev/null 2>&1
   "${run[@]}" strace -c -f -o "$work/st.out" "$program" >/dev/null
@@ -84,6 +89,7 @@ serve_run() {
 }
 long_row() {
   local label=$1 runner=$2
+  [[ $modes == *" ${runner%_run} "* ]] || return 0
   "$runner" "$small" valgrind --tool=callgrind --callgrind-out-file="$work/cg-small.out" 2>/dev/null
   "$runner" "$((small + n))" valgrind --tool=callgrind --callgrind-out-file="$work/cg-big.out" 2>/dev/null
   "$runner" "$small" strace -c -f -o "$work/st-small.out"
@@ -94,6 +100,13 @@ long_row() {
   echo "| $label | $ins | $calls | – | $(top_calls "$work/st-big.out") (in $((small + n)) requests) |"
 }
 
+rows=$(
+  cgi_row "CGI mode, \`cargo build --release\`" "$bin"
+  cgi_row "CGI mode, static (the Debian package's build)" "$static_bin"
+  cgi_row "\`/bin/true\` (for scale)" /bin/true
+  long_row "FastCGI responder, per request" fastcgi_run
+  long_row "serve, per request" serve_run
+)
 cat <<MD
 ## Profile of one declared 304 per mode (bench/profile.sh)
 
@@ -104,9 +117,5 @@ one kept connection, no web server in front.
 
 | mode | instructions | system calls | page faults | system calls by name |
 |---|---:|---:|---:|---|
-$(cgi_row "CGI mode, \`cargo build --release\`" "$bin")
-$(cgi_row "CGI mode, static (the Debian package's build)" "$static_bin")
-$(cgi_row "\`/bin/true\` (for scale)" /bin/true)
-$(long_row "FastCGI responder, per request" fastcgi_run)
-$(long_row "serve, per request" serve_run)
+$rows
 MD

@@ -10,7 +10,7 @@
 //! - anything but a regular file is refused;
 //! - at most `limit + 1` bytes are read whatever stat says, and more than `limit` is refused.
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -39,6 +39,12 @@ pub enum ReadError {
 
 /// Reads the regular file at `path` (symlinks followed), at most `limit` bytes, never blocking.
 pub fn read(path: &Path, limit: usize) -> Result<Vec<u8>, ReadError> {
+    read_with_metadata(path, limit).map(|(content, _)| content)
+}
+
+/// [`read`], with the metadata of the file that was read (taken on the opened descriptor, so
+/// it describes these bytes and not whatever the path names a moment later).
+pub fn read_with_metadata(path: &Path, limit: usize) -> Result<(Vec<u8>, Metadata), ReadError> {
     let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let file = match rustix::fs::open(path, flags, Mode::empty()) {
         Ok(fd) => File::from(fd),
@@ -65,7 +71,7 @@ pub fn read(path: &Path, limit: usize) -> Result<Vec<u8>, ReadError> {
     if content.len() > limit {
         return Err(ReadError::TooLarge(limit));
     }
-    Ok(content)
+    Ok((content, meta))
 }
 
 /// The kind of a file that is not a regular one, for messages.
