@@ -8,8 +8,9 @@
 #       FastCGI server (php-cgi -b, two children);
 #   (d) nginx serving the page as a static file: 200, and its own 304;
 #   (f) the floor of the hop: nginx → a fixed-answer FastCGI responder (bench/floor/, one
-#       tokio thread, kept connections) that sends our 304's head without any work.
-# The 304 rows (b), (d), (f) run interleaved, ROUNDS times (default 1), each figure the median.
+#       tokio thread, kept connections) that sends our 304's head without any work;
+#   (s) `http-conditional serve` on the same folder, no nginx in front: its 304.
+# The 304 rows (b), (d), (f), (s) run interleaved, ROUNDS times (default 1), each figure the median.
 # CASES=304 runs only those rows (for profiling a change quickly).
 # Also the responder's RSS before and after at least 100k requests.
 # Prints a markdown section on stdout. DURATION (default 5s) and CONNECTIONS (default 16).
@@ -134,6 +135,9 @@ EOF
 start nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" \
   -g "daemon off; pid $work/nginx/nginx.pid; error_log $work/nginx/error.log;"
 ours=http://127.0.0.1:$ours_port
+serve_port=$(port_of)
+start "$bin" serve --root "$work/www" --listen "127.0.0.1:$serve_port"
+s_url=http://127.0.0.1:$serve_port/page.cgi
 other=http://127.0.0.1:$other_port
 for _ in $(seq 100); do curl -s -o /dev/null "$other/static/page.html" && break; sleep 0.1; done
 
@@ -156,6 +160,8 @@ for check in "$b_url|$b_tag" "$c1_url|$c1_tag" "$c2_url|$c2_tag" "$d_url|$d_tag"
   [ "$(status_of "$url" -H "If-None-Match: $tag")" = 304 ] || fail "$url gives no 304"
 done
 [ "$(status_of "$f_url" -H "If-None-Match: $b_tag")" = 304 ] || fail "$f_url gives no 304"
+for _ in $(seq 100); do curl -s -o /dev/null "$s_url" && break; sleep 0.05; done
+[ "$(status_of "$s_url" -H "If-None-Match: $b_tag")" = 304 ] || fail "$s_url gives no 304"
 
 rss() { sed -n "s/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$hc_pid/status"; }
 served=0
@@ -180,7 +186,7 @@ wrk -t2 -c"$connections" -d1s -H "If-None-Match: $b_tag" "$b_url" >/dev/null
 rss_warm=$(rss)
 median() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "$@"; }
 a1=–; a2=–; b200=–; c1_200=–; c1_304=–; c2_200=–; c2_304=–; d200=–
-echo "bench/fastcgi.sh: running, about $(((3 * rounds + 8) * ${duration%s} + 20)) s" >&2
+echo "bench/fastcgi.sh: running, about $(((4 * rounds + 8) * ${duration%s} + 20)) s" >&2
 if [ "$only_304" != 304 ]; then
   rps a1 "$other/fcgiwrap1/page.cgi"; a1=$RPS
   rps a2 "$other/fcgiwrap2/page.cgi"; a2=$RPS
@@ -191,13 +197,15 @@ if [ "$only_304" != 304 ]; then
   rps c2-304 -H "If-None-Match: $c2_tag" "$c2_url"; c2_304=$RPS
   rps d200 "$d_url"; d200=$RPS
 fi
-b304s=(); d304s=(); f304s=()
+b304s=(); d304s=(); f304s=(); s304s=()
 for _ in $(seq "$rounds"); do
   rps b304 -H "If-None-Match: $b_tag" "$b_url"; b304s+=("$RPS")
   rps f304 -H "If-None-Match: $b_tag" "$f_url"; f304s+=("$RPS")
   rps d304 -H "If-None-Match: $d_tag" "$d_url"; d304s+=("$RPS")
+  rps s304 -H "If-None-Match: $b_tag" "$s_url"; s304s+=("$RPS")
 done
 b304=$(median "${b304s[@]}"); d304=$(median "${d304s[@]}"); f304=$(median "${f304s[@]}")
+s304=$(median "${s304s[@]}")
 # At least 100k requests through the responder before the second RSS reading.
 while [ "$served" -lt 100000 ]; do rps b304 -H "If-None-Match: $b_tag" "$b_url"; done
 rss_end=$(rss)
@@ -211,6 +219,7 @@ r_b304_c2=$(ratio_or_dash "$b304" "$c2_304")
 r_b304_d=$(ratio "$b304" "$d304")
 r_f304_d=$(ratio "$f304" "$d304")
 r_b304_f=$(ratio "$b304" "$f304")
+r_s304_b=$(ratio "$s304" "$b304")
 r_b200_a1=$(ratio_or_dash "$b200" "$a1")
 mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:.1f}')" "$1"; }
 
@@ -229,6 +238,7 @@ The page is a 20 KB sh script; (c) is the original library's logic (bench/origin
 | (c) nginx → php-cgi -b (persistent, 2 children) + original library | $c2_200 | $c2_304 |
 | (d) nginx, static file | $d200 | $d304 |
 | (f) nginx → fixed-answer FastCGI responder (bench/floor/: the hop's floor) | – | $f304 |
+| (s) http-conditional serve, no nginx | – | $s304 |
 
 | Ratio | Value | Target |
 |-------|------:|--------|
@@ -239,6 +249,7 @@ The page is a 20 KB sh script; (c) is the original library's logic (bench/origin
 | (b) 304 / (d) nginx static 304 | $r_b304_d | ≥ 0.35 ($(verdict "$r_b304_d" 0.35)) |
 | (f) floor 304 / (d) nginx static 304 | $r_f304_d | (the most any responder gets) |
 | (b) 304 / (f) floor 304 | $r_b304_f | (the share of the hop's allowance we keep) |
+| (s) serve 304 / (b) 304 | $r_s304_b | ≥ 1 ($(verdict "$r_s304_b" 1)) |
 
 Responder RSS: $(mib "$rss_start") MiB at start, $(mib "$rss_warm") MiB after warm-up, $(mib "$rss_end") MiB after $served requests.
 wrk errors: ${errors_seen:-none}.
