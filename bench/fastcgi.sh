@@ -6,7 +6,12 @@
 #   (c) php-cgi running the original library's logic (bench/original/conditional.php) for the
 #       same 20 KB answer: started per request by fcgiwrap (legacy CGI), and as a persistent
 #       FastCGI server (php-cgi -b, two children);
-#   (d) nginx serving the page as a static file: 200, and its own 304.
+#   (d) nginx serving the page as a static file: 200, and its own 304;
+#   (f) the floor of the hop: nginx → a fixed-answer FastCGI responder (bench/floor/, one
+#       tokio thread, kept connections) that sends our 304's head without any work;
+#   (s) `http-conditional serve` on the same folder, no nginx in front: its 304.
+# The 304 rows (b), (d), (f), (s) run interleaved, ROUNDS times (default 1), each figure the median.
+# CASES=304 runs only those rows (for profiling a change quickly).
 # Also the responder's RSS before and after at least 100k requests.
 # Prints a markdown section on stdout. DURATION (default 5s) and CONNECTIONS (default 16).
 set -euo pipefail
@@ -18,7 +23,11 @@ source bench/lib.sh
 bench_need nginx:nginx fcgiwrap:fcgiwrap wrk:wrk php-cgi:php-cgi curl:curl python3:python3
 
 cargo build --release --quiet
+cargo build --release --quiet --example fastcgi_floor
 bin=${CARGO_TARGET_DIR:-$repo/target}/release/http-conditional
+floor_bin=${CARGO_TARGET_DIR:-$repo/target}/release/examples/fastcgi_floor
+rounds=${ROUNDS:-1}
+only_304=${CASES:-all}
 
 work=$(mktemp -d /tmp/hc-bench-fastcgi.XXXXXX)
 chmod 755 "$work"
@@ -53,10 +62,14 @@ start() { setsid "$@" & pids+=($!); }
 start fcgiwrap -s "unix:$work/run/fcgiwrap1.sock"
 start fcgiwrap -c 2 -s "unix:$work/run/fcgiwrap2.sock"
 start fcgiwrap -c 2 -s "unix:$work/run/fcgiwrap-php.sock"
-start "$bin" fastcgi --root "$work/www" --listen "unix:$work/run/hc.sock"
+# As root (a CI machine), scripts run as root too, as the tests do: the responder refuses root
+# without --user.
+as_user=(); if [ "$(id -u)" = 0 ]; then as_user=(--user root); fi
+start "$bin" fastcgi --root "$work/www" --listen "unix:$work/run/hc.sock" "${as_user[@]}"
 hc_pid=${pids[-1]}
 PHP_FCGI_CHILDREN=2 PHP_FCGI_MAX_REQUESTS=0 start php-cgi -b "$work/run/php.sock"
-for sock in fcgiwrap1 fcgiwrap2 fcgiwrap-php hc php; do
+start "$floor_bin" "$work/run/floor.sock"
+for sock in fcgiwrap1 fcgiwrap2 fcgiwrap-php hc php floor; do
   for _ in $(seq 100); do [ -S "$work/run/$sock.sock" ] && break; sleep 0.05; done
 done
 
@@ -85,6 +98,11 @@ http {
     uwsgi_temp_path $work/nginx/tmp/uwsgi;
     scgi_temp_path $work/nginx/tmp/scgi;
     include $work/nginx/http-conditional.conf;
+    # Kept connections as for ours (the shipped upstream block's keepalive).
+    upstream floor {
+        server unix:$work/run/floor.sock;
+        keepalive 16;
+    }
     server {
         listen 127.0.0.1:$other_port;
         root $work;
@@ -106,12 +124,20 @@ http {
         }
         location /static/ {
         }
+        location /floor/ {
+            fastcgi_pass floor;
+            fastcgi_keep_conn on;
+            include $work/nginx/params.conf;
+        }
     }
 }
 EOF
 start nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" \
   -g "daemon off; pid $work/nginx/nginx.pid; error_log $work/nginx/error.log;"
 ours=http://127.0.0.1:$ours_port
+serve_port=$(port_of)
+start "$bin" serve --root "$work/www" --listen "127.0.0.1:$serve_port"
+s_url=http://127.0.0.1:$serve_port/page.cgi
 other=http://127.0.0.1:$other_port
 for _ in $(seq 100); do curl -s -o /dev/null "$other/static/page.html" && break; sleep 0.1; done
 
@@ -122,6 +148,7 @@ b_url=$ours/page.cgi
 c1_url=$other/php-cgi/page.php
 c2_url=$other/php-b/page.php
 d_url=$other/static/page.html
+f_url=$other/floor/page.cgi
 for url in "$other/fcgiwrap1/page.cgi" "$other/fcgiwrap2/page.cgi" "$b_url" "$c1_url" "$c2_url" "$d_url"; do
   [ "$(status_of "$url")" = 200 ] || fail "$url is not 200"
   [ "$(curl -s "$url" | wc -c)" -ge 20000 ] || fail "$url: body is short"
@@ -132,6 +159,9 @@ for check in "$b_url|$b_tag" "$c1_url|$c1_tag" "$c2_url|$c2_tag" "$d_url|$d_tag"
   [ -n "$tag" ] || fail "$url has no ETag"
   [ "$(status_of "$url" -H "If-None-Match: $tag")" = 304 ] || fail "$url gives no 304"
 done
+[ "$(status_of "$f_url" -H "If-None-Match: $b_tag")" = 304 ] || fail "$f_url gives no 304"
+for _ in $(seq 100); do curl -s -o /dev/null "$s_url" && break; sleep 0.05; done
+[ "$(status_of "$s_url" -H "If-None-Match: $b_tag")" = 304 ] || fail "$s_url gives no 304"
 
 rss() { sed -n "s/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$hc_pid/status"; }
 served=0
@@ -154,33 +184,49 @@ rss_start=$(rss)
 wrk -t2 -c"$connections" -d1s "$b_url" >/dev/null  # warm-up
 wrk -t2 -c"$connections" -d1s -H "If-None-Match: $b_tag" "$b_url" >/dev/null
 rss_warm=$(rss)
-echo "bench/fastcgi.sh: running, about $((11 * ${duration%s} + 20)) s" >&2
-rps a1 "$other/fcgiwrap1/page.cgi"; a1=$RPS
-rps a2 "$other/fcgiwrap2/page.cgi"; a2=$RPS
-rps b200 "$b_url"; b200=$RPS
-rps b304 -H "If-None-Match: $b_tag" "$b_url"; b304=$RPS
-rps c1-200 "$c1_url"; c1_200=$RPS
-rps c1-304 -H "If-None-Match: $c1_tag" "$c1_url"; c1_304=$RPS
-rps c2-200 "$c2_url"; c2_200=$RPS
-rps c2-304 -H "If-None-Match: $c2_tag" "$c2_url"; c2_304=$RPS
-rps d200 "$d_url"; d200=$RPS
-rps d304 -H "If-None-Match: $d_tag" "$d_url"; d304=$RPS
+median() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "$@"; }
+a1=–; a2=–; b200=–; c1_200=–; c1_304=–; c2_200=–; c2_304=–; d200=–
+echo "bench/fastcgi.sh: running, about $(((4 * rounds + 8) * ${duration%s} + 20)) s" >&2
+if [ "$only_304" != 304 ]; then
+  rps a1 "$other/fcgiwrap1/page.cgi"; a1=$RPS
+  rps a2 "$other/fcgiwrap2/page.cgi"; a2=$RPS
+  rps b200 "$b_url"; b200=$RPS
+  rps c1-200 "$c1_url"; c1_200=$RPS
+  rps c1-304 -H "If-None-Match: $c1_tag" "$c1_url"; c1_304=$RPS
+  rps c2-200 "$c2_url"; c2_200=$RPS
+  rps c2-304 -H "If-None-Match: $c2_tag" "$c2_url"; c2_304=$RPS
+  rps d200 "$d_url"; d200=$RPS
+fi
+b304s=(); d304s=(); f304s=(); s304s=()
+for _ in $(seq "$rounds"); do
+  rps b304 -H "If-None-Match: $b_tag" "$b_url"; b304s+=("$RPS")
+  rps f304 -H "If-None-Match: $b_tag" "$f_url"; f304s+=("$RPS")
+  rps d304 -H "If-None-Match: $d_tag" "$d_url"; d304s+=("$RPS")
+  rps s304 -H "If-None-Match: $b_tag" "$s_url"; s304s+=("$RPS")
+done
+b304=$(median "${b304s[@]}"); d304=$(median "${d304s[@]}"); f304=$(median "${f304s[@]}")
+s304=$(median "${s304s[@]}")
 # At least 100k requests through the responder before the second RSS reading.
 while [ "$served" -lt 100000 ]; do rps b304 -H "If-None-Match: $b_tag" "$b_url"; done
 rss_end=$(rss)
 kill -0 "$hc_pid" || fail "the responder died"
 
-r_b200_a2=$(ratio "$b200" "$a2")
-r_b304_c1=$(ratio "$b304" "$c1_304" 0)
-r_b304_c2=$(ratio "$b304" "$c2_304")
+ratio_or_dash() { if [ "$2" = – ] || [ "$1" = – ]; then echo –; else ratio "$@"; fi; }
+verdict() { if [ "$1" = – ]; then echo "not run"; else bench_verdict "$@"; fi; }
+r_b200_a2=$(ratio_or_dash "$b200" "$a2")
+r_b304_c1=$(ratio_or_dash "$b304" "$c1_304" 0)
+r_b304_c2=$(ratio_or_dash "$b304" "$c2_304")
 r_b304_d=$(ratio "$b304" "$d304")
-r_b200_a1=$(ratio "$b200" "$a1")
+r_f304_d=$(ratio "$f304" "$d304")
+r_b304_f=$(ratio "$b304" "$f304")
+r_s304_b=$(ratio "$s304" "$b304")
+r_b200_a1=$(ratio_or_dash "$b200" "$a1")
 mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:.1f}')" "$1"; }
 
 cat <<EOF
 ## nginx → FastCGI (bench/fastcgi.sh)
 
-wrk, $connections connections, $duration per case, 127.0.0.1, $(nproc) cores, nginx $(nginx -v 2>&1 | sed 's#.*/##').
+wrk, $connections connections, $duration per case ($rounds interleaved rounds of the 304 rows, medians), 127.0.0.1, $(nproc) cores, nginx $(nginx -v 2>&1 | sed 's#.*/##').
 The page is a 20 KB sh script; (c) is the original library's logic (bench/original/conditional.php).
 
 | Case | 200 req/s | 304 req/s |
@@ -191,6 +237,8 @@ The page is a 20 KB sh script; (c) is the original library's logic (bench/origin
 | (c) nginx → fcgiwrap → php-cgi per request + original library | $c1_200 | $c1_304 |
 | (c) nginx → php-cgi -b (persistent, 2 children) + original library | $c2_200 | $c2_304 |
 | (d) nginx, static file | $d200 | $d304 |
+| (f) nginx → fixed-answer FastCGI responder (bench/floor/: the hop's floor) | – | $f304 |
+| (s) http-conditional serve, no nginx | – | $s304 |
 
 | Ratio | Value | Target |
 |-------|------:|--------|
@@ -198,7 +246,10 @@ The page is a 20 KB sh script; (c) is the original library's logic (bench/origin
 | (b) 200 / (a) fcgiwrap one child 200 | $r_b200_a1 | |
 | (b) 304 / (c) php-cgi per request 304 | $r_b304_c1 | ≥ 100 ($(verdict "$r_b304_c1" 100)) |
 | (b) 304 / (c) php-cgi -b 304 | $r_b304_c2 | |
-| (b) 304 / (d) nginx static 304 | $r_b304_d | ≥ 0.2 ($(verdict "$r_b304_d" 0.2)) |
+| (b) 304 / (d) nginx static 304 | $r_b304_d | ≥ 0.35 ($(verdict "$r_b304_d" 0.35)) |
+| (f) floor 304 / (d) nginx static 304 | $r_f304_d | (the most any responder gets) |
+| (b) 304 / (f) floor 304 | $r_b304_f | (the share of the hop's allowance we keep) |
+| (s) serve 304 / (b) 304 | $r_s304_b | ≥ 1 ($(verdict "$r_s304_b" 1)) |
 
 Responder RSS: $(mib "$rss_start") MiB at start, $(mib "$rss_warm") MiB after warm-up, $(mib "$rss_end") MiB after $served requests.
 wrk errors: ${errors_seen:-none}.

@@ -40,7 +40,8 @@ ratio() {
 }
 
 # "met" when RATIO >= TARGET, else "NOT met".
-verdict() {
+verdict() { bench_verdict "$@"; }
+bench_verdict() {
   python3 -c "import sys; r, t = sys.argv[1:]; print('met' if r != 'n/a' and float(r) >= float(t) else 'NOT met')" "$1" "$2"
 }
 

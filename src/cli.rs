@@ -182,6 +182,19 @@ impl From<CgiArgs> for cgi::Options {
 pub fn run_for_server() -> ExitCode {
     let request = Request::from_process_env();
     let args = cgi::own_arguments(std::env::args_os().skip(1).collect(), &request);
+    // Most starts carry no flag (Apache `Action`: none at all; a shebang: the interpreter and
+    // the script): those are CGI mode's positionals as clap would read them, and building the
+    // parser would be most of the start-up's own work.
+    if args
+        .iter()
+        .all(|arg| !arg.as_encoded_bytes().starts_with(b"-"))
+    {
+        let options = cgi::Options {
+            timeout: None,
+            positional: args,
+        };
+        return cgi::run(options, request);
+    }
     match CgiOnly::try_parse_from(args) {
         Ok(parsed) => cgi::run(parsed.cgi.into(), request),
         Err(e) => cgi::refuse_arguments(&e.to_string()),

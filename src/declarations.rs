@@ -1,13 +1,17 @@
 //! The one place the engine asks "what is declared for this script?": the site rules file
 //! (loaded once, swapped whole on SIGHUP) and the sidecar next to the script (read per
-//! request), merged field by field (rules `[defaults]` ← the matching rule ← the sidecar).
+//! request, or kept while its stat is unchanged: [`Declarations::cached`]), merged field by
+//! field (rules `[defaults]` ← the matching rule ← the sidecar).
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::SystemTime;
 
-use crate::declaration::{Declared, Origin, merge};
+use crate::declaration::{Declared, DeclaredFields, Origin, merge};
+use crate::declaration_cache::{DeclarationCache, Inputs};
 use crate::failure::Failure;
+use crate::file_stamp::FileStamp;
 use crate::request::Request;
 use crate::rules::{Rules, RulesError};
 use crate::script::Script;
@@ -20,6 +24,8 @@ pub const RULES_VARIABLE: &str = "CONDITIONAL_RULES";
 #[derive(Debug, Default)]
 pub struct Declarations {
     rules: Option<LoadedRules>,
+    /// Declarations kept between requests (long-running modes).
+    cache: Option<DeclarationCache>,
 }
 
 #[derive(Debug)]
@@ -43,7 +49,18 @@ impl Declarations {
                 path: path.to_path_buf(),
                 current: RwLock::new(Arc::new(rules)),
             }),
+            cache: None,
         })
+    }
+
+    /// These declarations, kept per script between requests while the sidecar's stat, the
+    /// script's real path and the rules in use stay the same (a long-running mode; CGI mode
+    /// serves one request per process and has nothing to keep).
+    pub fn cached(self) -> Self {
+        Declarations {
+            cache: Some(DeclarationCache::default()),
+            ..self
+        }
     }
 
     /// CGI mode: the rules file named by `CONDITIONAL_RULES`, if the request carries it. A file
@@ -87,21 +104,68 @@ impl Declarations {
 
     /// What is declared for `script`: `None` when neither a rule matches its real path nor a
     /// sidecar sits next to it (a pass-through script). A bad sidecar is a 500 naming it.
-    pub fn declared_for(&self, script: &Script) -> Result<Option<Declared>, Failure> {
-        let sidecar = sidecar::load_fields(&script.path)?;
-        let rules = self.rules();
-        let matched = rules
-            .as_deref()
-            .and_then(|rules| rules.declared_for(&script.real_path));
-        if matched.is_none() && sidecar.is_none() {
-            return Ok(None);
-        }
-        let mut layers = matched.map(|m| m.layers()).unwrap_or_default();
-        if let Some(fields) = &sidecar {
-            layers.push((fields, Origin::Sidecar));
-        }
-        Ok(Some(merge(layers)))
+    pub fn declared_for(&self, script: &Script) -> Result<Option<Arc<Declared>>, Failure> {
+        self.declared_at(script, SystemTime::now())
     }
+
+    /// [`Declarations::declared_for`], with `now` the time a sidecar's stamp must be settled by.
+    fn declared_at(
+        &self,
+        script: &Script,
+        now: SystemTime,
+    ) -> Result<Option<Arc<Declared>>, Failure> {
+        let rules = self.rules();
+        let Some(cache) = &self.cache else {
+            let sidecar = sidecar::load_fields(&script.path)?;
+            return Ok(merged(rules.as_deref(), script, sidecar.as_ref()));
+        };
+        // One stat says whether what is kept still holds. Anything but a regular file or no
+        // file at all is never kept: reading it names the error.
+        let stamp = match std::fs::metadata(sidecar::sidecar_path(&script.path)) {
+            Ok(meta) if meta.is_file() => Some(Some(FileStamp::of(&meta))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(None),
+            _ => None,
+        };
+        let inputs = stamp.map(|sidecar| Inputs {
+            sidecar,
+            real_path: script.real_path.clone(),
+            rules: rules.clone(),
+        });
+        if let Some(inputs) = &inputs
+            && let Some(kept) = cache.get(&script.path, inputs)
+        {
+            return Ok(kept);
+        }
+        let loaded = sidecar::load_stamped(&script.path)?;
+        let declared = merged(rules.as_deref(), script, loaded.as_ref().map(|(f, _)| f));
+        // Kept only when what was read is what the stat saw (no change in between) and that
+        // version is settled (a change within the same clock tick could keep its stamp).
+        let read = loaded.map(|(_, stamp)| stamp);
+        if let Some(inputs) = inputs
+            && inputs.sidecar == read
+            && read.is_none_or(|stamp| stamp.settled(now))
+        {
+            cache.put(&script.path, inputs, declared.clone());
+        }
+        Ok(declared)
+    }
+}
+
+/// The rules' match for `script` (if any) with the sidecar's fields over it.
+fn merged(
+    rules: Option<&Rules>,
+    script: &Script,
+    sidecar: Option<&DeclaredFields>,
+) -> Option<Arc<Declared>> {
+    let matched = rules.and_then(|rules| rules.declared_for(&script.real_path));
+    if matched.is_none() && sidecar.is_none() {
+        return None;
+    }
+    let mut layers = matched.map(|m| m.layers()).unwrap_or_default();
+    if let Some(fields) = sidecar {
+        layers.push((fields, Origin::Sidecar));
+    }
+    Some(Arc::new(merge(layers)))
 }
 
 /// The failure for a rules file that cannot be used: its file name and the first problem.
@@ -197,6 +261,51 @@ mod tests {
         site.write("plain.sh.conditional.json", r#"{"prob": true}"#);
         assert!(matches!(
             declarations.declared_for(&plain),
+            Err(Failure::BadSidecar { .. })
+        ));
+    }
+
+    #[test]
+    fn a_kept_declaration_is_served_only_while_the_sidecar_and_rules_are_unchanged() {
+        let site = Site::new("cache");
+        let rules = site.write(
+            "site.toml",
+            "[[rule]]\nmatch = \"*.cgi\"\ncache_seconds = 1\n",
+        );
+        let declarations = Declarations::with_rules(&rules).unwrap().cached();
+        let page = site.script("page.cgi");
+        site.write("page.cgi.conditional.json", r#"{"cache_seconds": 60}"#);
+        let later = SystemTime::now() + 2 * crate::file_stamp::SETTLE;
+        let at = |now| declarations.declared_at(&page, now).unwrap().unwrap();
+        let same = |a: &Arc<Declared>, b: &Arc<Declared>| Arc::ptr_eq(a, b);
+
+        // A sidecar written within the settle window is read again each time.
+        let fresh = at(SystemTime::now());
+        assert!(
+            !same(&fresh, &at(SystemTime::now())),
+            "not kept while unsettled"
+        );
+        let kept = at(later);
+        assert!(same(&kept, &at(later)), "kept once settled");
+        assert_eq!(kept.declaration.cache_seconds, 60);
+
+        // A changed sidecar has a new stat, which misses.
+        site.write("page.cgi.conditional.json", r#"{"cache_seconds": 600}"#);
+        assert_eq!(at(later).declaration.cache_seconds, 600);
+        // A reload is a new generation of the rules, which misses too.
+        let before = at(later);
+        declarations.reload().unwrap();
+        assert!(
+            !same(&before, &at(later)),
+            "the reloaded rules are consulted"
+        );
+        // So does a removed sidecar: the rule alone applies.
+        std::fs::remove_file(site.dir.join("page.cgi.conditional.json")).unwrap();
+        assert_eq!(at(later).declaration.cache_seconds, 1);
+        // And a sidecar that turns bad is an error at once, not a kept answer.
+        site.write("page.cgi.conditional.json", r#"{"cache_secondz": 6}"#);
+        assert!(matches!(
+            declarations.declared_at(&page, later),
             Err(Failure::BadSidecar { .. })
         ));
     }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use crate::backend::{AbortHandle, ErrorOutput};
 use crate::cache_policy::CachePolicy;
-use crate::declaration::{Declaration, Privacy};
+use crate::declaration::{Declaration, Declared, EtagBasis, Privacy};
 use crate::declarations::Declarations;
 use crate::delivery::{Exchange, Progress, finish_silently, send, start};
 use crate::digest_cache::DigestCache;
@@ -63,11 +63,11 @@ pub struct Engine {
     pub found_for_local_redirects: bool,
     /// Where declarations come from.
     pub declarations: DeclarationSource,
-    /// Probe answers kept for a declaration's `probe_ttl` (long-running modes).
-    pub probe_cache: Option<Arc<ProbeCache<SystemTime>>>,
     /// Content digests for `"etag": "content"`, kept by device, inode, size and mtime
     /// (long-running modes); `None` hashes on every request (CGI mode).
     pub digest_cache: Option<Arc<DigestCache>>,
+    /// Probe answers kept for a declaration's `probe_ttl` (long-running modes).
+    pub probe_cache: Option<Arc<ProbeCache<SystemTime>>>,
     /// What scripts run on: processes (capped by `--max-children`; answers given without
     /// running a script need no slot) or FastCGI applications.
     pub backends: Backends,
@@ -180,25 +180,61 @@ impl Engine {
         outcome
     }
 
-    fn respond(&self, job: &Job<'_>, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> {
+    /// The answer to `job` when it needs no script and no probe to run: a declared script's
+    /// 304 or 412, decided exactly as [`Engine::handle`] decides it. A front end calls it on
+    /// its own task before handing the request to `handle` on a blocking thread, and sends
+    /// the answer itself; the request body is left to the front end to drop.
+    ///
+    /// `None` for everything else: a run, a probe (or a `"content"` ETag, which reads whole
+    /// files), and every failure, which `handle` then answers and logs as usual. The work done
+    /// here is the declaration's stats (the sidecar, the script, its `depends_on`).
+    pub fn answer_without_running(&self, job: &Job<'_>) -> Option<AnsweredWithoutRunning> {
+        let (plan, found) = self.prepare(job).ok()?;
+        let declaration = &found.as_deref()?.declaration;
+        if declaration.probe || declaration.etag == EtagBasis::Content {
+            return None;
+        }
+        let now = SystemTime::now();
+        let Decided::Answer(head, body, rule) =
+            decide(&plan, declaration, job.request, None, None, now)
+        else {
+            return None;
+        };
+        let mut outcome = Outcome::bodiless(head.status, Answer::WithoutRunning(rule));
+        outcome.body_bytes = body.len() as u64;
+        outcome.script = Some(plan.script.real_path.clone());
+        Some(AnsweredWithoutRunning {
+            head,
+            body,
+            outcome,
+        })
+    }
+
+    /// The resolved script, how it would run, and what is declared for it.
+    fn prepare(&self, job: &Job<'_>) -> Result<(Plan, Option<Arc<Declared>>), Failure> {
         let named = job.script.as_deref().ok_or(Failure::NoScript)?;
         let script = Script::resolve(named, &self.roots)?;
-        ex.progress.script = Some(script.real_path.clone());
         let found = match &self.declarations {
             DeclarationSource::Loaded(declarations) => declarations.declared_for(&script)?,
             DeclarationSource::NamedByRequest => {
                 Declarations::for_cgi(job.request)?.declared_for(&script)?
             }
         };
-        let declaration = found.map(|d| d.declaration);
-        let plan = plan(job, script, declaration.as_ref(), &self.backends)?;
+        let declaration = found.as_deref().map(|d| &d.declaration);
+        let plan = plan(job, script, declaration, &self.backends)?;
+        Ok((plan, found))
+    }
+
+    fn respond(&self, job: &Job<'_>, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> {
+        let (plan, found) = self.prepare(job)?;
+        ex.progress.script = Some(plan.script.real_path.clone());
         let probes = Probes {
             cache: self.probe_cache.as_deref(),
         };
-        let result = match &declaration {
-            Some(declaration) => declared(
+        let result = match found.as_deref() {
+            Some(found) => declared(
                 &plan,
-                declaration,
+                &found.declaration,
                 &probes,
                 self.digest_cache.as_deref(),
                 ex,
@@ -207,6 +243,68 @@ impl Engine {
         };
         ex.progress.runs = plan.runs();
         result
+    }
+}
+
+/// A 304 or 412 given without running the script ([`Engine::answer_without_running`]).
+#[derive(Debug)]
+pub struct AnsweredWithoutRunning {
+    /// The response head (a CGI head: `Status:` and the headers).
+    pub head: ResponseHead,
+    /// The body (the 412's short text; empty for a 304).
+    pub body: &'static [u8],
+    /// What the log and metrics record.
+    pub outcome: Outcome,
+}
+
+/// The text of a 412 answered without running the script.
+const PRECONDITION_FAILED_TEXT: &str = "412 Precondition Failed\n";
+
+/// What the request's conditions make of a declared script (RFC 9110 §13.2.2).
+enum Decided {
+    /// A 304 or 412 without running it: its head, its body, and the rule that decided.
+    Answer(ResponseHead, &'static [u8], preconditions::Rule),
+    /// Run it; its validators and policy as derived for the decision, to be sent with its 200.
+    Proceed(Box<Representation>),
+}
+
+/// Derives a declared script's validators once and decides on them.
+fn decide(
+    plan: &Plan,
+    declaration: &Declaration,
+    request: &Request,
+    probe: Option<SystemTime>,
+    digests: Option<&DigestCache>,
+    now: SystemTime,
+) -> Decided {
+    let conditions = Conditions::from_request(request, now);
+    let representation = representation_at(plan, declaration, request, probe, digests, now);
+    let verdict = preconditions::evaluate(
+        &conditions,
+        &representation.derivation.validators,
+        &request.method(),
+    );
+    match verdict.decision {
+        Decision::NotModified => {
+            let coding = negotiated(declaration, request);
+            let mut head = ResponseHead::new(304);
+            representation.apply(&mut head, coding, now);
+            Decided::Answer(head, b"", verdict.rule)
+        }
+        Decision::PreconditionFailed => {
+            let text = PRECONDITION_FAILED_TEXT;
+            Decided::Answer(text_head(412, text.len()), text.as_bytes(), verdict.rule)
+        }
+        Decision::Proceed => Decided::Proceed(Box::new(representation)),
+    }
+}
+
+/// The content coding of a declared script's answer: negotiated when it says `compress`.
+fn negotiated(declaration: &Declaration, request: &Request) -> Coding {
+    if declaration.compress {
+        encoding::negotiate(request.header("HTTP_ACCEPT_ENCODING"))
+    } else {
+        Coding::Identity
     }
 }
 
@@ -222,32 +320,23 @@ fn declared(
     let request = ex.request;
     let now = SystemTime::now();
     let method = request.method();
-    let conditions = Conditions::from_request(request, now);
     let probe = probes.answer(plan, declaration, request, ex.errors, ex.abort)?;
-    let representation = representation_at(plan, declaration, request, probe, digests, now);
-    let coding = if declaration.compress {
-        encoding::negotiate(request.header("HTTP_ACCEPT_ENCODING"))
-    } else {
-        Coding::Identity
-    };
-    let verdict =
-        preconditions::evaluate(&conditions, &representation.derivation.validators, &method);
-    match verdict.decision {
-        Decision::NotModified => {
+    let representation = match decide(plan, declaration, request, probe, digests, now) {
+        Decided::Answer(head, body, rule) => {
             ex.body.discard()?;
-            let mut head = ResponseHead::new(304);
-            representation.apply(&mut head, coding, now);
             ex.sink.send_head(&head)?;
+            if !body.is_empty() {
+                ex.sink.send_body(body)?;
+            }
             ex.sink.finish()?;
-            return Ok(Outcome::bodiless(304, Answer::WithoutRunning(verdict.rule)));
+            let mut outcome = Outcome::bodiless(head.status, Answer::WithoutRunning(rule));
+            outcome.body_bytes = body.len() as u64;
+            return Ok(outcome);
         }
-        Decision::PreconditionFailed => {
-            ex.body.discard()?;
-            send_text(ex.sink, 412, "412 Precondition Failed\n")?;
-            return Ok(Outcome::bodiless(412, Answer::WithoutRunning(verdict.rule)));
-        }
-        Decision::Proceed => {}
-    }
+        Decided::Proceed(representation) => *representation,
+    };
+    let conditions = Conditions::from_request(request, now);
+    let coding = negotiated(declaration, request);
     let mut extra = Vec::new();
     if declaration.feed {
         let client_date = conditions
@@ -412,8 +501,8 @@ fn representation_at(
             script: &plan.script.path,
             request,
             probe,
-            now,
             digests,
+            now,
         },
     );
     let forced_private = declaration.feed || derivation.session_covered;

@@ -99,12 +99,14 @@ pub fn backends(
 }
 
 /// The declarations a long-running mode serves from: sidecars, and `--rules` loaded now (a file
-/// that fails is an error at start-up, each problem with its line and column).
+/// that fails is an error at start-up, each problem with its line and column), kept per script
+/// while the sidecar's stat and the rules stay the same.
 pub fn declarations(rules: Option<&Path>) -> anyhow::Result<Arc<Declarations>> {
-    Ok(Arc::new(match rules {
+    let declarations = match rules {
         Some(path) => Declarations::with_rules(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Declarations::sidecars_only(),
-    }))
+    };
+    Ok(Arc::new(declarations.cached()))
 }
 
 /// The engine of a long-running mode: its roots, its declarations, a probe-answer cache for

@@ -39,6 +39,15 @@ pub enum ReadError {
 
 /// Reads the regular file at `path` (symlinks followed), at most `limit` bytes, never blocking.
 pub fn read(path: &Path, limit: usize) -> Result<Vec<u8>, ReadError> {
+    read_with_metadata(path, limit).map(|(content, _)| content)
+}
+
+/// [`read`], with the metadata of the file that was read (taken on the opened descriptor, so
+/// it describes these bytes and not whatever the path names a moment later).
+pub fn read_with_metadata(
+    path: &Path,
+    limit: usize,
+) -> Result<(Vec<u8>, std::fs::Metadata), ReadError> {
     let (file, meta) = open(path)?;
     // The size is only a hint for the allocation: a file may grow while it is read, and the
     // read itself is what is bounded.
@@ -51,7 +60,7 @@ pub fn read(path: &Path, limit: usize) -> Result<Vec<u8>, ReadError> {
     if content.len() > limit {
         return Err(ReadError::TooLarge(limit));
     }
-    Ok(content)
+    Ok((content, meta))
 }
 
 /// Opens the regular file at `path` (symlinks followed) without ever blocking, with its

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::declaration::{Declaration, DeclaredFields};
 pub use crate::declaration::{Privacy, SessionConfig, parse_timeout_seconds};
 use crate::failure::Failure;
+use crate::file_stamp::FileStamp;
 use crate::regular_file;
 
 /// The sidecar's path for a script: `article.cgi` → `article.cgi.conditional.json`.
@@ -26,6 +27,11 @@ pub fn parse(json: &[u8]) -> Result<DeclaredFields, serde_json::Error> {
 
 /// Loads the sidecar next to `script`; `Ok(None)` when there is none (a pass-through script).
 pub fn load_fields(script: &Path) -> Result<Option<DeclaredFields>, Failure> {
+    Ok(load_stamped(script)?.map(|(fields, _)| fields))
+}
+
+/// [`load_fields`], with the stamp of the file the fields were read from.
+pub fn load_stamped(script: &Path) -> Result<Option<(DeclaredFields, FileStamp)>, Failure> {
     let path = sidecar_path(script);
     let file_name = path
         .file_name()
@@ -35,13 +41,13 @@ pub fn load_fields(script: &Path) -> Result<Option<DeclaredFields>, Failure> {
         file: file_name.clone(),
         reason,
     };
-    let text = match regular_file::read(&path, regular_file::LIMIT) {
+    let (text, meta) = match regular_file::read_with_metadata(&path, regular_file::LIMIT) {
         Err(regular_file::ReadError::NotFound) => return Ok(None),
         Err(e) => return Err(unreadable(e.to_string())),
-        Ok(text) => text,
+        Ok(read) => read,
     };
     serde_json::from_slice(&text)
-        .map(Some)
+        .map(|fields| Some((fields, FileStamp::of(&meta))))
         .map_err(|e| unreadable(e.to_string()))
 }
 

@@ -351,3 +351,76 @@ fn a_streamed_body_is_held_to_the_content_length_its_script_announced() {
     assert_eq!(reply.header("Content-Length"), None);
     assert_eq!(reply.body().len(), big);
 }
+
+#[test]
+fn a_declared_304_and_a_412_with_a_body_keep_the_connection_ready_and_a_changed_sidecar_counts_at_once()
+ {
+    let (dir, responder) = setup("fcgi-unrun", &[]);
+    dir.write(
+        "page.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\npage\\n'\n",
+        true,
+    );
+    dir.write(
+        "page.cgi.conditional.json",
+        r#"{"last_modified": 1000000000}"#,
+        false,
+    );
+    let mut client = responder.connect();
+    let params = cgi_params(&dir.path, "page.cgi");
+    let with = |extra: &[(&str, &str)]| {
+        let mut pairs = params.clone();
+        pairs.retain(|(n, _)| !extra.iter().any(|(e, _)| e == n));
+        pairs.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        pairs
+    };
+    client
+        .send_request(1, true, &as_refs(&params), b"")
+        .unwrap();
+    let first = client.read_reply(1);
+    assert_eq!(first.status(), 200);
+    let etag = first.header("ETag").expect("an ETag");
+    let revalidate = |client: &mut Client, id| {
+        let pairs = with(&[("HTTP_IF_NONE_MATCH", &etag)]);
+        client
+            .send_request(id, true, &as_refs(&pairs), b"")
+            .unwrap();
+        client.read_reply(id)
+    };
+
+    // RFC 9110 §13.1.2: a matching If-None-Match on GET is a 304, head only, request complete.
+    let not_modified = revalidate(&mut client, 2);
+    assert_eq!(not_modified.end, Some((0, 0)));
+    assert_eq!(not_modified.status(), 304);
+    assert_eq!(not_modified.header("ETag").as_deref(), Some(etag.as_str()));
+    assert!(not_modified.header("Last-Modified").is_some());
+    assert!(not_modified.body().is_empty());
+
+    // RFC 9110 §13.1.1: If-Match with no current match is a 412; its body, sent after the
+    // answer was decided, is dropped and the connection serves the next request.
+    let post = with(&[
+        ("REQUEST_METHOD", "POST"),
+        ("HTTP_IF_MATCH", "\"nope\""),
+        ("CONTENT_LENGTH", "200000"),
+    ]);
+    client.begin(3, true).unwrap();
+    client.params(3, &as_refs(&post)).unwrap();
+    for chunk in vec![b'x'; 200_000].chunks(50_000) {
+        client.record(STDIN, 3, chunk).unwrap();
+    }
+    client.record(STDIN, 3, b"").unwrap();
+    let failed = client.read_reply(3);
+    assert_eq!(failed.status(), 412);
+    assert_eq!(failed.end, Some((0, 0)));
+
+    // A sidecar that changes gives a new stat, so the next request sees the new time.
+    dir.write(
+        "page.cgi.conditional.json",
+        r#"{"last_modified": 2000000000}"#,
+        false,
+    );
+    let changed = revalidate(&mut client, 4);
+    assert_eq!(changed.status(), 200, "the old ETag no longer matches");
+    assert_eq!(changed.body(), b"page\n");
+    assert_ne!(changed.header("ETag"), Some(etag.clone()));
+}

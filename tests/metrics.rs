@@ -165,7 +165,8 @@ fn expected_after_mix(not_found_body: u64, failed_body: u64) -> Vec<(String, f64
         ("http_conditional_probe_runs_total".into(), 0.0),
         (
             "http_conditional_body_sent_bytes_total".into(),
-            (6 + not_found_body + failed_body) as f64,
+            // The page's 6 bytes, the 412's text, the 404's and the 502's.
+            (6 + "412 Precondition Failed\n".len() as u64 + not_found_body + failed_body) as f64,
         ),
         (
             "http_conditional_not_modified_saved_bytes_total".into(),

@@ -240,7 +240,7 @@ pub fn explain(options: &Options) -> anyhow::Result<Report> {
         .unwrap_or_default();
     let sidecar_file = sidecar_path(&script.path);
     let sidecar_present = sidecar_file.exists();
-    let sidecar = found.map(|d| d.declaration);
+    let sidecar = found.map(|d| d.declaration.clone());
     let now = SystemTime::now();
     let method = request.method();
     let conditions = Conditions::from_request(&request, now);

@@ -13,6 +13,7 @@ use super::codec::{
 use super::connection::{Next, Reader, State, idle_now};
 use super::request::{self, Frame};
 use crate::front_end::log;
+use crate::request::Request;
 
 impl Reader {
     /// Acts on one record; whether the connection goes on.
@@ -174,7 +175,15 @@ impl Reader {
             log(format_args!("closing a connection: {e}"));
             return Next::Close;
         }
-        let started = request::start(&self.service, id, pairs, self.out.clone());
+        let request = Request::new(pairs);
+        // A declared 304 or 412 is answered here, on the connection's task: no blocking
+        // thread, no channels. Whatever body follows is dropped as for any response that
+        // ended before its body did.
+        if let Some(answer) = request::answer_without_running(&self.service, id, &request) {
+            self.state = State::Draining { id, keep_conn };
+            return self.send(answer).await;
+        }
+        let started = request::start(&self.service, id, request, self.out.clone());
         self.state = State::Running {
             id,
             keep_conn,

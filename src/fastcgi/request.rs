@@ -20,9 +20,9 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::task::JoinHandle;
 
 use super::Service;
-use super::codec::{Outgoing, Pair, REQUEST_COMPLETE};
+use super::codec::{Outgoing, REQUEST_COMPLETE};
 use crate::backend::{AbortHandle, Input};
-use crate::engine::{Job, RequestBody};
+use crate::engine::{Job, Outcome, RequestBody};
 use crate::front_end;
 use crate::request::Request;
 use crate::response::{ResponseHead, ResponseSink, cgi_head_bytes};
@@ -130,11 +130,50 @@ pub fn script_path(request: &Request) -> Option<PathBuf> {
     Some(PathBuf::from(OsStr::from_bytes(&path)))
 }
 
+/// The engine's job for `request`.
+pub fn job<'a>(service: &Service, request: &'a Request) -> Job<'a> {
+    Job {
+        request,
+        script: script_path(request),
+        interpreter: None,
+        timeout: service.timeout,
+        base_env: service.base_env.clone(),
+    }
+}
+
+/// The whole response to request `id` when the engine can give it without running anything
+/// ([`crate::engine::Engine::answer_without_running`]: a declared 304 or 412), as the frame
+/// that ends the request; `None` sends the request to [`start`].
+pub fn answer_without_running(service: &Service, id: u16, request: &Request) -> Option<Frame> {
+    let started = Instant::now();
+    let answer = service
+        .engine
+        .answer_without_running(&job(service, request))?;
+    record(service, &answer.outcome, started, request);
+    let mut tail = cgi_head_bytes(&answer.head);
+    tail.extend_from_slice(answer.body);
+    Some(Frame::End {
+        id,
+        tail: Bytes::from(tail),
+        stderr_used: false,
+        app_status: 0,
+        protocol_status: REQUEST_COMPLETE,
+    })
+}
+
+/// Counts an answered request in the metrics, when they are on.
+fn record(service: &Service, outcome: &Outcome, started: Instant, request: &Request) {
+    if let Some(metrics) = &service.metrics {
+        let query = String::from_utf8_lossy(request.var("QUERY_STRING").unwrap_or_default());
+        metrics.record(outcome, started.elapsed(), &query);
+    }
+}
+
 /// Starts the engine on request `id` on a blocking thread; its output goes to `out`.
 pub fn start(
     service: &Arc<Service>,
     id: u16,
-    params: Vec<Pair>,
+    request: Request,
     out: mpsc::Sender<Frame>,
 ) -> Started {
     let (stdin, stdin_rx) = mpsc::channel(service.limits.stdin_queue.max(1));
@@ -143,7 +182,6 @@ pub fn start(
     let service = Arc::clone(service);
     let (job_abort, job_ending) = (abort.clone(), Arc::clone(&ending));
     let task = tokio::task::spawn_blocking(move || {
-        let request = Request::new(params);
         run_job(
             &service,
             id,
@@ -199,20 +237,11 @@ fn run_job(
         pending: BytesMut::new(),
         abort: abort.clone(),
     };
-    let job = Job {
-        request: &request,
-        script: script_path(&request),
-        interpreter: None,
-        timeout: service.timeout,
-        base_env: service.base_env.clone(),
-    };
+    let job = job(service, &request);
     let outcome = service
         .engine
         .handle(&job, &mut body, &errors, abort, &mut sink);
-    if let Some(metrics) = &service.metrics {
-        let query = String::from_utf8_lossy(request.var("QUERY_STRING").unwrap_or_default());
-        metrics.record(&outcome, started.elapsed(), &query);
-    }
+    record(service, &outcome, started, &request);
     drop(in_flight);
     // The body is over whatever the engine did with it: stop queueing stdin for it.
     drop(body);

@@ -332,6 +332,26 @@ async fn respond(
             remote,
         },
     );
+    let request = Request::new(vars);
+    // A declared 304 or 412 is answered here, on the connection's task: no blocking thread.
+    if let Some(answer) =
+        state
+            .engine
+            .answer_without_running(&job(&state, &request, located.script.clone()))
+    {
+        let outcome = answer.outcome;
+        line.count(&outcome);
+        line.write(
+            outcome.status,
+            &outcome.answer.to_string(),
+            outcome.body_bytes,
+            outcome.complete,
+        );
+        return Ok(hyper_response(
+            &answer.head,
+            ResponseBody::fixed(answer.body),
+        ));
+    }
     let (sink, pending) = bridge::response_channel(tokio::runtime::Handle::current());
     let abort = AbortHandle::new();
     let guard = AbortOnDrop::new(abort.clone());
@@ -341,7 +361,7 @@ async fn respond(
     let worker = tokio::task::spawn_blocking(move || {
         let outcome = run_engine(
             &worker_state,
-            vars,
+            request,
             located,
             body,
             &abort,
@@ -396,22 +416,15 @@ async fn respond(
 /// (the body is already read; the response channel has its own send timeout).
 fn run_engine(
     state: &State,
-    vars: Vec<(Vec<u8>, Vec<u8>)>,
+    request: Request,
     located: route::Located,
     mut body: Upload,
     abort: &AbortHandle,
     mut sink: bridge::ChannelSink,
     line: &LogLine,
 ) -> Outcome {
-    let request = Request::new(vars);
     let errors = ErrorOutput::prefixed(&String::from_utf8_lossy(&located.script_name));
-    let job = Job {
-        request: &request,
-        script: Some(located.script),
-        interpreter: None,
-        timeout: state.timeout,
-        base_env: state.base_env.clone(),
-    };
+    let job = job(state, &request, located.script);
     let outcome = state
         .engine
         .handle(&job, &mut body, &errors, abort, &mut sink);
@@ -422,6 +435,17 @@ fn run_engine(
         sink.complete();
     }
     outcome
+}
+
+/// The engine's job for `request`, which names `script`.
+fn job<'a>(state: &State, request: &'a Request, script: PathBuf) -> Job<'a> {
+    Job {
+        request,
+        script: Some(script),
+        interpreter: None,
+        timeout: state.timeout,
+        base_env: state.base_env.clone(),
+    }
 }
 
 /// The answer to a body that could not be read in full. The connection closes after it: what
