@@ -546,12 +546,23 @@ impl Backend for FastCgiBackend {
             &mut request,
         );
         encode_params(call.env, &mut request);
-        let source: Option<Box<dyn Read + Send>> = match input {
+        let mut source: Option<Box<dyn Read + Send>> = match input {
             Input::Null => None,
             Input::Inherit => Some(Box::new(io::stdin())),
             Input::Stream(reader) => Some(reader),
         };
         let mut head = request.clone();
+        // A request that announces no body (a GET: CONTENT_LENGTH empty or 0) needs no feeder
+        // thread: its end is read here and goes out with the params. Should bytes come after
+        // all, they go first and the feeder takes the rest.
+        if source.is_some() && announces_no_body(call.env) {
+            let mut first = [0u8; STDIN_CHUNK];
+            let read = source.as_mut().map(|s| s.read(&mut first)).transpose();
+            match read.map_err(|e| Failure::Io(e.kind().into()))? {
+                Some(0) | None => source = None,
+                Some(n) => encode_stream(STDIN, REQUEST_ID, &first[..n], &mut head),
+            }
+        }
         if source.is_none() {
             encode_stream(STDIN, REQUEST_ID, &[], &mut head);
         }
@@ -608,6 +619,18 @@ impl Backend for FastCgiBackend {
         }
         Ok(Box::new(run))
     }
+}
+
+/// Whether the request's CONTENT_LENGTH says it has no body (absent, empty or 0).
+fn announces_no_body(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    env.iter()
+        .rev()
+        .find(|(name, _)| name == "CONTENT_LENGTH")
+        .is_none_or(|(_, value)| {
+            let value = value.as_bytes().trim_ascii();
+            value.is_empty() || value.iter().all(|&b| b == b'0')
+        })
 }
 
 /// Encodes the environment as FCGI_PARAMS records, ended by an empty one. Pairs are packed
