@@ -38,8 +38,11 @@ run_pair() { # json, env..., -- , cmd_a, cmd_b
   hyperfine -N --warmup 30 --runs "${RUNS:-400}" --export-json "$json" "$@" >/dev/null 2>&1
 }
 
-SCRIPT_FILENAME=$work/page.cgi HTTP_IF_NONE_MATCH=$etag run_pair "$work/304.json" "$bin" /bin/true "$static_bin"
-SCRIPT_FILENAME=$work/page.cgi run_pair "$work/200.json" "$bin" "$work/page.cgi" "$static_bin"
+# GATEWAY_INTERFACE as every server sets it: the wrapper then takes CGI mode's own short path.
+GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET SCRIPT_FILENAME=$work/page.cgi HTTP_IF_NONE_MATCH=$etag \
+  run_pair "$work/304.json" "$bin" /bin/true "$static_bin"
+GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET SCRIPT_FILENAME=$work/page.cgi \
+  run_pair "$work/200.json" "$bin" "$work/page.cgi" "$static_bin"
 SCRIPT_FILENAME=$work/original.php REDIRECT_STATUS=200 HTTP_IF_NONE_MATCH=$php_etag \
   hyperfine -N --warmup 5 --runs "${PHP_RUNS:-100}" --export-json "$work/php.json" php-cgi >/dev/null 2>&1
 
