@@ -163,23 +163,11 @@ done
 for _ in $(seq 100); do curl -s -o /dev/null "$s_url" && break; sleep 0.05; done
 [ "$(status_of "$s_url" -H "If-None-Match: $b_tag")" = 304 ] || fail "$s_url gives no 304"
 
-rss() { sed -n "s/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$hc_pid/status"; }
 served=0
 errors_seen=
-# Sets RPS to the requests per second; wrk's error counts are kept for the report. (Not
-# called in $(...): the counters must survive.)
-rps() {
-  local label=$1 out errors total
-  shift
-  out=$(wrk -t2 -c"$connections" -d"$duration" "$@")
-  errors=$(echo "$out" | sed -n 's/^ *\(Non-2xx or 3xx responses: [0-9]*\|Socket errors:.*\)$/\1/p' | tr '\n' ' ')
-  if [ -n "$errors" ]; then errors_seen="$errors_seen ($label) $errors;"; fi
-  total=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
-  case "$*" in *"$b_url"*) served=$((served + total)) ;; esac
-  RPS=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
-  # Let a back end finish what wrk abandoned (fcgiwrap runs queued requests to the end).
-  sleep 1
-}
+bench_counted=$b_url
+rss() { bench_rss; }
+rps() { bench_rps "$@"; }
 rss_start=$(rss)
 wrk -t2 -c"$connections" -d1s "$b_url" >/dev/null  # warm-up
 wrk -t2 -c"$connections" -d1s -H "If-None-Match: $b_tag" "$b_url" >/dev/null

@@ -71,3 +71,23 @@ bench_shipped_nginx_block() {
       nginx-conf/http-conditional.conf > "$dir/http-conditional.conf"
   cp nginx-conf/http-conditional-params.conf "$dir/params.conf"
 }
+
+# The responder's resident memory in kB ($hc_pid).
+bench_rss() { sed -n "s/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$hc_pid/status"; }
+
+# Runs wrk (-c$connections, -d$duration) with the given arguments after a label: sets RPS to
+# the requests per second, adds wrk's error lines to errors_seen, and counts in served the
+# requests sent to a URL containing $bench_counted. Not to be called in $(...): the counters
+# must survive. The pause after lets a back end finish what wrk abandoned (fcgiwrap runs
+# queued requests to the end).
+bench_rps() {
+  local label=$1 out errors total
+  shift
+  out=$(wrk -t2 -c"$connections" -d"$duration" "$@")
+  errors=$(echo "$out" | sed -n 's/^ *\(Non-2xx or 3xx responses: [0-9]*\|Socket errors:.*\)$/\1/p' | tr '\n' ' ')
+  if [ -n "$errors" ]; then errors_seen="$errors_seen ($label) $errors;"; fi
+  total=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
+  case "$*" in *"$bench_counted"*) served=$((served + total)) ;; esac
+  RPS=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
+  sleep 1
+}

@@ -157,20 +157,11 @@ orig_tag=$(etag_of "$direct/original.php")
 heavy_tag=$(etag_of "$direct/heavy.php")
 [ "$(status_of "$direct/heavy.php" -H "If-None-Match: $heavy_tag")" = 304 ] || fail "no 304 from the heavy page"
 
-rss() { sed -n "s/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$hc_pid/status"; }
 served=0
 errors_seen=
-rps() {
-  local label=$1 out errors total
-  shift
-  out=$(wrk -t2 -c"$connections" -d"$duration" "$@")
-  errors=$(echo "$out" | sed -n 's/^ *\(Non-2xx or 3xx responses: [0-9]*\|Socket errors:.*\)$/\1/p' | tr '\n' ' ')
-  if [ -n "$errors" ]; then errors_seen="$errors_seen ($label) $errors;"; fi
-  total=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
-  case "$*" in *"$ours"*) served=$((served + total)) ;; esac
-  RPS=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
-  sleep 1
-}
+bench_counted=$ours
+rss() { bench_rss; }
+rps() { bench_rps "$@"; }
 rss_start=$(rss)
 wrk -t2 -c"$connections" -d1s "$ours/page.php" >/dev/null
 wrk -t2 -c"$connections" -d1s "$direct/page.php" >/dev/null
