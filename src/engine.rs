@@ -189,6 +189,20 @@ impl Engine {
     /// files), and every failure, which `handle` then answers and logs as usual. The work done
     /// here is the declaration's stats (the sidecar, the script, its `depends_on`).
     pub fn answer_without_running(&self, job: &Job<'_>) -> Option<AnsweredWithoutRunning> {
+        // Without a precondition there is nothing to answer but the page: no work here that
+        // `handle` would only do again.
+        const PRECONDITIONS: [&str; 4] = [
+            "HTTP_IF_MATCH",
+            "HTTP_IF_NONE_MATCH",
+            "HTTP_IF_MODIFIED_SINCE",
+            "HTTP_IF_UNMODIFIED_SINCE",
+        ];
+        if !PRECONDITIONS
+            .iter()
+            .any(|h| job.request.header(h).is_some())
+        {
+            return None;
+        }
         let (plan, found) = self.prepare(job).ok()?;
         let declaration = &found.as_deref()?.declaration;
         if declaration.probe || declaration.etag == EtagBasis::Content {
