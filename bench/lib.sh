@@ -72,6 +72,25 @@ bench_shipped_nginx_block() {
   cp nginx-conf/http-conditional-params.conf "$dir/params.conf"
 }
 
+# Prints the start of an nginx.conf for a benchmark: a worker user that can reach the
+# responder's socket when run as root, temp paths under DIR, no access log, and the opening of
+# the http block; the caller adds its includes and server blocks, then the closing brace.
+bench_nginx_conf_head() {
+  local dir=$1
+  if [ "$(id -u)" = 0 ]; then echo 'user root;'; fi
+  cat <<EOF
+worker_processes auto;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/body;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    proxy_temp_path $dir/tmp/proxy;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+EOF
+}
+
 # The responder's resident memory in kB ($hc_pid).
 bench_rss() { sed -n "s/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$hc_pid/status"; }
 

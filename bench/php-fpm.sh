@@ -23,18 +23,12 @@ bin=${CARGO_TARGET_DIR:-$repo/target}/release/http-conditional
 
 work=$(mktemp -d /tmp/hc-bench-fpm.XXXXXX)
 chmod 755 "$work"
-pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-  done
+  bench_stop_all
   rm -rf "$work"
 }
 trap cleanup EXIT
 mkdir -p "$work"/{www/inc,nginx/tmp,run}
-start() { setsid "$@" & pids+=($!); }
 
 # (a) the templated page and the data it depends on.
 cat > "$work/www/data.json" <<'EOF'
@@ -96,12 +90,12 @@ pm = static
 pm.max_children = 4
 pm.max_requests = 0
 EOF
-start php-fpm8.2 -F -R -y "$work/run/fpm.conf"
+bench_start php-fpm8.2 -F -R -y "$work/run/fpm.conf"
 # As root the responder runs scripts only as the user --user names: here root itself.
 as_user=()
 if [ "$(id -u)" = 0 ]; then as_user=(--user root); fi
-start "$bin" fastcgi --root "$work/www" --listen "unix:$work/run/hc.sock" "${as_user[@]}"
-hc_pid=${pids[-1]}
+bench_start "$bin" fastcgi --root "$work/www" --listen "unix:$work/run/hc.sock" "${as_user[@]}"
+hc_pid=${bench_pids[-1]}
 for sock in fpm hc; do
   for _ in $(seq 100); do [ -S "$work/run/$sock.sock" ] && break; sleep 0.05; done
 done
@@ -116,19 +110,7 @@ sed -e "s#/etc/nginx/snippets/http-conditional-params.conf#$work/nginx/params.co
     -e "s#root /srv/www;#root $work/www;#" \
     -e "s#listen 80;#listen 127.0.0.1:$ours_port;#" \
     nginx-conf/http-conditional-php-fpm.conf > "$work/nginx/ours.conf"
-user_line=
-if [ "$(id -u)" = 0 ]; then user_line='user root;'; fi
-cat > "$work/nginx/nginx.conf" <<EOF
-$user_line
-worker_processes auto;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx/tmp/body;
-    fastcgi_temp_path $work/nginx/tmp/fastcgi;
-    proxy_temp_path $work/nginx/tmp/proxy;
-    uwsgi_temp_path $work/nginx/tmp/uwsgi;
-    scgi_temp_path $work/nginx/tmp/scgi;
+{ bench_nginx_conf_head "$work/nginx"; cat <<EOF
     include $work/nginx/ours.conf;
     upstream fpm_direct { server unix:$work/run/fpm.sock; }
     server {
@@ -138,7 +120,8 @@ http {
     }
 }
 EOF
-start nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" \
+} > "$work/nginx/nginx.conf"
+bench_start nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" \
   -g "daemon off; pid $work/nginx/nginx.pid; error_log $work/nginx/error.log;"
 ours=http://127.0.0.1:$ours_port
 direct=http://127.0.0.1:$direct_port

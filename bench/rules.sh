@@ -63,23 +63,12 @@ sidecar_port=$(port_of)
 bench_shipped_nginx_block "$work/rules-conf" "$rules_port" "$work/run/rules.sock" "$work/rules-www"
 bench_shipped_nginx_block "$work/sidecar-conf" "$sidecar_port" "$work/run/sidecar.sock" "$work/sidecar-www"
 sed -i 's/http_conditional/http_conditional_sidecars/g' "$work/sidecar-conf/http-conditional.conf"
-user_line=
-if [ "$(id -u)" = 0 ]; then user_line='user root;'; fi
-cat > "$work/nginx/nginx.conf" <<EOF
-$user_line
-worker_processes auto;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx/tmp/body;
-    fastcgi_temp_path $work/nginx/tmp/fastcgi;
-    proxy_temp_path $work/nginx/tmp/proxy;
-    uwsgi_temp_path $work/nginx/tmp/uwsgi;
-    scgi_temp_path $work/nginx/tmp/scgi;
+{ bench_nginx_conf_head "$work/nginx"; cat <<EOF
     include $work/rules-conf/http-conditional.conf;
     include $work/sidecar-conf/http-conditional.conf;
 }
 EOF
+} > "$work/nginx/nginx.conf"
 bench_start nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" \
   -g "daemon off; pid $work/nginx/nginx.pid; error_log $work/nginx/error.log;"
 rules_url=http://127.0.0.1:$rules_port
