@@ -1,19 +1,20 @@
 //! Digests of file contents for `"etag": "content"` (contract "Scale-out"), and the cache the
 //! long-running modes keep of them.
 //!
-//! The cache is keyed by what `stat` says (device, inode, size, mtime): a 304 then costs a few
+//! The cache is keyed by what `stat` says (the [`FileStamp`]: device, inode, size, mtime,
+//! ctime): a 304 then costs a few
 //! stat calls rather than a read of every byte. The key is this machine's business only; the
 //! digest, which goes into the ETag, depends on the bytes alone.
 
 use std::collections::HashMap;
 use std::fs::Metadata;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 
 use md5::{Digest, Md5};
 
+use crate::file_stamp::FileStamp;
 use crate::regular_file;
 
 /// Files whose digests are kept at once; past it the cache starts over (a site's scripts and
@@ -26,33 +27,11 @@ const CHUNK: usize = 64 * 1024;
 /// whoever may already write to the docroot).
 pub type FileDigest = [u8; 16];
 
-/// What identifies one version of a file on this machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Key {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_sec: i64,
-    mtime_nsec: i64,
-}
-
-impl Key {
-    fn of(meta: &Metadata) -> Key {
-        Key {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_sec: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        }
-    }
-}
-
-/// Digests by (device, inode, size, mtime), bounded by [`CAPACITY`]; shared by the threads of
+/// Digests by the file's stamp (device, inode, size, mtime, ctime), bounded by [`CAPACITY`]; shared by the threads of
 /// one long-running front end.
 #[derive(Debug, Default)]
 pub struct DigestCache {
-    digests: Mutex<HashMap<Key, FileDigest>>,
+    digests: Mutex<HashMap<FileStamp, FileDigest>>,
 }
 
 impl DigestCache {
@@ -66,11 +45,11 @@ impl DigestCache {
         self.len() == 0
     }
 
-    fn get(&self, key: &Key) -> Option<FileDigest> {
+    fn get(&self, key: &FileStamp) -> Option<FileDigest> {
         self.digests.lock().ok()?.get(key).copied()
     }
 
-    fn put(&self, key: Key, digest: FileDigest) {
+    fn put(&self, key: FileStamp, digest: FileDigest) {
         // A poisoned lock only means another thread panicked mid-insert: skip caching.
         let Ok(mut digests) = self.digests.lock() else {
             return;
@@ -99,7 +78,7 @@ pub fn file_digest_as_stated(
     meta: &Metadata,
     cache: Option<&DigestCache>,
 ) -> Option<FileDigest> {
-    match cache.and_then(|c| c.get(&Key::of(meta))) {
+    match cache.and_then(|c| c.get(&FileStamp::of(meta))) {
         Some(digest) => Some(digest),
         None => hash_file(path, cache),
     }
@@ -122,8 +101,11 @@ fn hash_file(path: &Path, cache: Option<&DigestCache>) -> Option<FileDigest> {
     if let Some(cache) = cache {
         // Kept only when the file did not change while it was read: a digest of half-written
         // bytes must not outlive the write that follows.
-        let key = Key::of(&before);
-        if file.metadata().is_ok_and(|after| Key::of(&after) == key) {
+        let key = FileStamp::of(&before);
+        if file
+            .metadata()
+            .is_ok_and(|after| FileStamp::of(&after) == key)
+        {
             cache.put(key, digest);
         }
     }
