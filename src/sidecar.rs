@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::declaration::{Declaration, DeclaredFields};
+#[cfg(test)]
+use crate::declaration::Declaration;
+use crate::declaration::DeclaredFields;
 pub use crate::declaration::{Privacy, SessionConfig, parse_timeout_seconds};
 use crate::failure::Failure;
 use crate::file_stamp::FileStamp;
@@ -15,7 +17,9 @@ pub fn sidecar_path(script: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Loads the sidecar next to `script`, resolved on its own (no site rules).
+/// Loads the sidecar next to `script`, resolved on its own (no site rules): what the tests
+/// compare a rule's declaration with.
+#[cfg(test)]
 pub fn load(script: &Path) -> Result<Option<Declaration>, Failure> {
     Ok(load_fields(script)?.map(DeclaredFields::resolve))
 }
@@ -46,7 +50,7 @@ pub fn load_stamped(script: &Path) -> Result<Option<(DeclaredFields, FileStamp)>
         Err(e) => return Err(unreadable(e.to_string())),
         Ok(read) => read,
     };
-    serde_json::from_slice(&text)
+    parse(&text)
         .map(|fields| Some((fields, FileStamp::of(&meta))))
         .map_err(|e| unreadable(e.to_string()))
 }
