@@ -23,6 +23,7 @@ use crate::probe_cache::{ProbeCache, ProbeError, ProbeKey, Served};
 use crate::request::{Conditions, Request};
 use crate::response::{ResponseHead, ResponseSink};
 use crate::script::Script;
+use crate::shebang::ShebangCache;
 use crate::timestamp::{format_http_date, unix_seconds};
 use crate::validators::{self, Derivation, Inputs};
 
@@ -66,6 +67,9 @@ pub struct Engine {
     /// Content digests for `"etag": "content"`, kept by device, inode, size and mtime
     /// (long-running modes); `None` hashes on every request (CGI mode).
     pub digest_cache: Option<Arc<DigestCache>>,
+    /// Scripts' shebang lines, kept by the script's stamp (long-running modes); `None` reads
+    /// the line on every request (CGI mode).
+    pub shebang_cache: Option<Arc<ShebangCache>>,
     /// Probe answers kept for a declaration's `probe_ttl` (long-running modes).
     pub probe_cache: Option<Arc<ProbeCache<SystemTime>>>,
     /// What scripts run on: processes (capped by `--max-children`; answers given without
@@ -235,7 +239,13 @@ impl Engine {
             }
         };
         let declaration = found.as_deref().map(|d| &d.declaration);
-        let plan = plan(job, script, declaration, &self.backends)?;
+        let plan = plan(
+            job,
+            script,
+            declaration,
+            &self.backends,
+            self.shebang_cache.as_deref(),
+        )?;
         Ok((plan, found))
     }
 
@@ -292,7 +302,15 @@ fn decide(
     now: SystemTime,
 ) -> Decided {
     let conditions = Conditions::from_request(request, now);
-    let representation = representation_at(plan, declaration, request, probe, digests, now);
+    let representation = representation_at(
+        plan,
+        declaration,
+        request,
+        probe,
+        digests,
+        ScriptStat::Resolved,
+        now,
+    );
     let verdict = preconditions::evaluate(
         &conditions,
         &representation.derivation.validators,
@@ -383,7 +401,15 @@ fn declared(
             match probed {
                 Ok(probe) => {
                     let now = SystemTime::now();
-                    fresh = representation_at(plan, declaration, request, probe, digests, now);
+                    fresh = representation_at(
+                        plan,
+                        declaration,
+                        request,
+                        probe,
+                        digests,
+                        ScriptStat::Again,
+                        now,
+                    );
                     &fresh
                 }
                 Err(failure) => {
@@ -450,6 +476,7 @@ pub fn represent(
         request,
         probe,
         None,
+        ScriptStat::Resolved,
         now,
     ))
 }
@@ -500,6 +527,16 @@ impl Probes<'_> {
     }
 }
 
+/// Which stat of the script its own mtime is read from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ScriptStat {
+    /// The one made when it was resolved, while nothing has run since (a probe that ran is a
+    /// run: the script is stat'ed again after it).
+    Resolved,
+    /// A new one: the page ran, and may have changed what it depends on.
+    Again,
+}
+
 /// Validators and policy of a declared script at `now`, with the probe's answer given.
 fn representation_at(
     plan: &Plan,
@@ -507,12 +544,15 @@ fn representation_at(
     request: &Request,
     probe: Option<SystemTime>,
     digests: Option<&DigestCache>,
+    stat: ScriptStat,
     now: SystemTime,
 ) -> Representation {
+    let unchanged = stat == ScriptStat::Resolved && !declaration.probe;
     let derivation = validators::derive(
         declaration,
         &Inputs {
             script: &plan.script.path,
+            script_metadata: unchanged.then_some(&plan.script.metadata),
             request,
             probe,
             digests,

@@ -16,6 +16,7 @@ use crate::digest_cache::DigestCache;
 use crate::engine::{Backends, DeclarationSource, Engine, text_head};
 use crate::probe_cache::ProbeCache;
 use crate::response::ResponseHead;
+use crate::shebang::ShebangCache;
 use crate::sidecar::parse_timeout_seconds;
 use crate::slots::Slots;
 
@@ -110,8 +111,9 @@ pub fn declarations(rules: Option<&Path>) -> anyhow::Result<Arc<Declarations>> {
 }
 
 /// The engine of a long-running mode: its roots, its declarations, a probe-answer cache for
-/// `probe_ttl`, a content-digest cache for `"etag": "content"`, local redirects answered 302
-/// (no server in front redirects internally).
+/// `probe_ttl`, a content-digest cache for `"etag": "content"`, a shebang cache (so a 304 does
+/// not read the script), local redirects answered 302 (no server in front redirects
+/// internally).
 pub fn engine(roots: Vec<PathBuf>, declarations: &Arc<Declarations>, backends: Backends) -> Engine {
     Engine {
         roots,
@@ -119,6 +121,7 @@ pub fn engine(roots: Vec<PathBuf>, declarations: &Arc<Declarations>, backends: B
         declarations: DeclarationSource::Loaded(Arc::clone(declarations)),
         probe_cache: Some(Arc::new(ProbeCache::default())),
         digest_cache: Some(Arc::new(DigestCache::default())),
+        shebang_cache: Some(Arc::new(ShebangCache::default())),
         backends,
     }
 }

@@ -20,6 +20,7 @@ use crate::failure::Failure;
 use crate::job::{Job, Runs};
 use crate::request::{Method, Request};
 use crate::script::{Interpreter, Script};
+use crate::shebang::ShebangCache;
 use crate::slots::Slots;
 use crate::timestamp::parse_flexible;
 
@@ -82,12 +83,14 @@ pub struct Plan {
 }
 
 /// Resolves the backend, interpreter, timeout and environment (declaration first, then the
-/// command line and front end, then the server's environment).
+/// command line and front end, then the server's environment). `shebangs` keeps the scripts'
+/// shebang lines between requests (long-running modes).
 pub fn plan(
     job: &Job<'_>,
     script: Script,
     declaration: Option<&Declaration>,
     backends: &Backends,
+    shebangs: Option<&ShebangCache>,
 ) -> Result<Plan, Failure> {
     let request = job.request;
     let timeout = declaration
@@ -112,7 +115,13 @@ pub fn plan(
                 .upstreams
                 .backend(&address, request.method().is_get_or_head())?,
         ),
-        None => Box::new(process_backend(job, &script, declaration, backends)?),
+        None => Box::new(process_backend(
+            job,
+            &script,
+            declaration,
+            backends,
+            shebangs,
+        )?),
     };
     // A probe command is argv, no shell, run in the script's folder like the script itself.
     let probe_backend = match declaration.and_then(|d| d.probe_command.as_deref()) {
@@ -157,6 +166,7 @@ fn process_backend(
     script: &Script,
     declaration: Option<&Declaration>,
     backends: &Backends,
+    shebangs: Option<&ShebangCache>,
 ) -> Result<ProcessBackend, Failure> {
     let request = job.request;
     let interpreter = job
@@ -180,7 +190,7 @@ fn process_backend(
     if looped && interpreter.is_none() {
         return Err(Failure::SelfShebang(script.name.clone()));
     }
-    let (program, args) = crate::script::command_line(script, interpreter.as_ref())?;
+    let (program, args) = crate::script::command_line(script, interpreter.as_ref(), shebangs)?;
     Ok(ProcessBackend {
         program,
         args,

@@ -43,6 +43,7 @@ pub mod rules;
 pub mod runner;
 pub mod script;
 pub mod serve;
+pub mod shebang;
 pub mod sidecar;
 pub mod slots;
 pub mod stderr_relay;

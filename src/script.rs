@@ -1,11 +1,13 @@
 //! Which file is the script, whether it may run, and the command line that runs it.
 
 use std::ffi::OsString;
-use std::io::Read;
+use std::fs::Metadata;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::failure::Failure;
+use crate::shebang::{self, ShebangCache};
 
 /// The wrapper's own binary name, recognised in shebangs and SCRIPT_FILENAME.
 pub const WRAPPER_NAME: &str = "http-conditional";
@@ -19,8 +21,9 @@ pub struct Script {
     pub real_path: PathBuf,
     /// Its file name, for messages and logs.
     pub name: String,
-    /// Its permission bits, read once with the rest of its metadata.
-    pub mode: u32,
+    /// Its metadata, from the one stat a request makes of it: the permission bits, the
+    /// version the shebang cache is keyed by, and the mtime its validators count.
+    pub metadata: Metadata,
 }
 
 impl Script {
@@ -41,9 +44,9 @@ impl Script {
         if !roots.is_empty() && !roots.iter().any(|root| real_path.starts_with(root)) {
             return Err(Failure::OutsideRoot(name));
         }
-        let meta =
+        let metadata =
             std::fs::metadata(&real_path).map_err(|_| Failure::ScriptMissing(name.clone()))?;
-        if !meta.is_file() {
+        if !metadata.is_file() {
             return Err(Failure::ScriptMissing(name));
         }
         let path = if path.is_absolute() {
@@ -55,7 +58,7 @@ impl Script {
             path,
             real_path,
             name,
-            mode: meta.permissions().mode(),
+            metadata,
         })
     }
 
@@ -89,10 +92,12 @@ impl Interpreter {
 /// The program and arguments that run `script`: `INTERPRETER SCRIPT`, or the script itself.
 /// The real path is what runs, the one the root check approved, so a symlink swapped after the
 /// check cannot redirect it.
-/// Refuses what would loop back into the wrapper or cannot be executed.
+/// Refuses what would loop back into the wrapper or cannot be executed. `shebangs` keeps the
+/// scripts' first lines between requests (long-running modes); `None` reads it every time.
 pub fn command_line(
     script: &Script,
     interpreter: Option<&Interpreter>,
+    shebangs: Option<&ShebangCache>,
 ) -> Result<(PathBuf, Vec<OsString>), Failure> {
     match interpreter {
         Some(interp) => {
@@ -104,10 +109,18 @@ pub fn command_line(
             Ok((interp.program.clone(), args))
         }
         None => {
-            if script.mode & 0o111 == 0 {
+            if script.metadata.permissions().mode() & 0o111 == 0 {
                 return Err(Failure::NotExecutable(script.name.clone()));
             }
-            if shebang_names_wrapper(&script.real_path) {
+            // Whether the program the shebang names is the wrapper is asked afresh each time
+            // (one stat): the script's stamp says nothing about that other file.
+            let program = match shebangs {
+                Some(cache) => cache.sole_program(&script.real_path, &script.metadata),
+                None => {
+                    shebang::read_sole_program(&script.real_path).and_then(|(program, _)| program)
+                }
+            };
+            if program.is_some_and(|program| is_wrapper(&program)) {
                 return Err(Failure::SelfShebang(script.name.clone()));
             }
             Ok((script.real_path.clone(), Vec::new()))
@@ -121,27 +134,22 @@ pub fn is_wrapper(path: &Path) -> bool {
         return true;
     }
     // Same inode as our own executable, whatever the names or links in between.
-    let (Ok(ours), Ok(theirs)) = (std::fs::metadata("/proc/self/exe"), std::fs::metadata(path))
-    else {
+    let (Some(ours), Ok(theirs)) = (own_identity(), std::fs::metadata(path)) else {
         return false;
     };
-    ours.dev() == theirs.dev() && ours.ino() == theirs.ino()
+    ours == (theirs.dev(), theirs.ino())
 }
 
-/// Whether the script's first line is `#!` followed by the wrapper and nothing else.
-fn shebang_names_wrapper(path: &Path) -> bool {
-    let mut first = [0u8; 256];
-    let Ok(n) = std::fs::File::open(path).and_then(|mut f| f.read(&mut first)) else {
-        return false;
-    };
-    let Some(line) = first[..n].strip_prefix(b"#!") else {
-        return false;
-    };
-    let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
-    let text = String::from_utf8_lossy(line);
-    let mut words = text.split_whitespace();
-    let names_wrapper = words.next().is_some_and(|w| is_wrapper(Path::new(w)));
-    names_wrapper && words.next().is_none()
+/// The device and inode of this process's own executable. Looked up once: /proc/self/exe
+/// names the file the process was started from for as long as it runs, even once that file is
+/// replaced or removed (an upgrade), so a second look could only give the same answer.
+fn own_identity() -> Option<(u64, u64)> {
+    static OWN: OnceLock<Option<(u64, u64)>> = OnceLock::new();
+    *OWN.get_or_init(|| {
+        std::fs::metadata("/proc/self/exe")
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    })
 }
 
 #[cfg(test)]

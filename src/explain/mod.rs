@@ -287,7 +287,13 @@ pub fn explain(options: &Options) -> anyhow::Result<Report> {
         // The probe gets the PATH a front end's scripts get.
         base_env: front_end::base_env(),
     };
-    let plan = engine::plan(&job, script.clone(), Some(&sidecar), &Default::default())?;
+    let plan = engine::plan(
+        &job,
+        script.clone(),
+        Some(&sidecar),
+        &Default::default(),
+        None,
+    )?;
     let representation = engine::represent(
         &plan,
         &sidecar,
