@@ -424,3 +424,65 @@ fn a_declared_304_and_a_412_with_a_body_keep_the_connection_ready_and_a_changed_
     assert_eq!(changed.body(), b"page\n");
     assert_ne!(changed.header("ETag"), Some(etag.clone()));
 }
+
+#[test]
+fn a_script_whose_shebang_turns_to_the_wrapper_is_refused_at_once_even_for_a_304() {
+    let (dir, responder) = setup("fcgi-shebang", &[]);
+    // The wrapper under another name: recognised by its inode, as the responder's own file.
+    let link = dir.join("hc-link");
+    std::os::unix::fs::symlink(common::bin(), &link).unwrap();
+    let body = "printf 'Content-Type: text/plain\\n\\npage\\n'\n";
+    // Two versions of the same size: `#!/bin/sh` (padded) and `#!<the wrapper>` alone.
+    let wrapper = format!("#!{}\n{body}", link.display());
+    let sh_line = "#!/bin/sh\n#";
+    let pad = "#".repeat(wrapper.len() - body.len() - sh_line.len() - 1);
+    let sh = format!("{sh_line}{pad}\n{body}");
+    assert_eq!(sh.len(), wrapper.len());
+    let page = dir.write("page.cgi", &sh, true);
+    common::set_mtime(&page, 1_600_000_000);
+    // Feed mode: the script's mtime is not a validator, so only the shebang check can tell the
+    // versions apart (a stale kept check would answer 304).
+    dir.write(
+        "page.cgi.conditional.json",
+        r#"{"last_modified": 1000000000, "feed": true}"#,
+        false,
+    );
+    let params = cgi_params(&dir.path, "page.cgi");
+    let first = get(&responder, &dir.path, "page.cgi", &[]);
+    assert_eq!(first.status(), 200, "{}", responder.log_text());
+    let etag = first.header("ETag").expect("an ETag");
+    let revalidate = || {
+        let mut pairs = params.clone();
+        pairs.push(("HTTP_IF_NONE_MATCH".into(), etag.clone()));
+        let mut client = responder.connect();
+        client
+            .send_request(1, false, &as_refs(&pairs), b"")
+            .unwrap();
+        client.read_reply(1).status()
+    };
+    // A stamp is kept only once its version is older than the file system's clock tick
+    // (file_stamp::SETTLE, one second): wait past it so the kept check is the one in use.
+    let settle = || std::thread::sleep(Duration::from_millis(1300));
+    settle();
+    assert_eq!(revalidate(), 304);
+    assert_eq!(revalidate(), 304, "served with the kept check");
+
+    // Same size, new mtime, written in place: a new stamp, so the check is made again.
+    std::fs::write(&page, &wrapper).unwrap();
+    common::set_mtime(&page, 1_600_000_001);
+    assert_eq!(revalidate(), 500, "the shebang names the wrapper");
+    settle();
+    assert_eq!(revalidate(), 500);
+    assert_eq!(revalidate(), 500, "kept, and still refused");
+
+    // Replaced by another inode of the same size and mtime (a deploy's rename).
+    let next = dir.write("page.cgi.new", &sh, true);
+    common::set_mtime(&next, 1_600_000_001);
+    std::fs::rename(&next, &page).unwrap();
+    assert_eq!(revalidate(), 304, "the new file's shebang is read");
+    assert!(
+        responder.log_text().contains("page.cgi"),
+        "the refusals are logged: {}",
+        responder.log_text()
+    );
+}
