@@ -9,7 +9,10 @@
 #   (d) nginx serving the page as a static file: 200, and its own 304;
 #   (f) the floor of the hop: nginx → a fixed-answer FastCGI responder (bench/floor/, one
 #       tokio thread, kept connections) that sends our 304's head without any work;
-#   (s) `http-conditional serve` on the same folder, no nginx in front: its 304.
+#   (s) `http-conditional serve` on the same folder, no nginx in front: its 304;
+#   (b0) with BASE_BIN=PATH (another build of http-conditional, say main's, copied aside): (b)
+#       served by that binary behind its own copy of the shipped block, so a change is
+#       measured against what it changes, side by side under the same load.
 # The 304 rows (b), (d), (f), (s) run interleaved, ROUNDS times (default 1), each figure the median.
 # CASES=304 runs only those rows (for profiling a change quickly).
 # Also the responder's RSS before and after at least 100k requests.
@@ -67,9 +70,13 @@ start fcgiwrap -c 2 -s "unix:$work/run/fcgiwrap-php.sock"
 as_user=(); if [ "$(id -u)" = 0 ]; then as_user=(--user root); fi
 start "$bin" fastcgi --root "$work/www" --listen "unix:$work/run/hc.sock" "${as_user[@]}"
 hc_pid=${pids[-1]}
+base_bin=${BASE_BIN:-}
+if [ -n "$base_bin" ]; then
+  start "$base_bin" fastcgi --root "$work/www" --listen "unix:$work/run/hc0.sock" "${as_user[@]}"
+fi
 PHP_FCGI_CHILDREN=2 PHP_FCGI_MAX_REQUESTS=0 start php-cgi -b "$work/run/php.sock"
 start "$floor_bin" "$work/run/floor.sock"
-for sock in fcgiwrap1 fcgiwrap2 fcgiwrap-php hc php floor; do
+for sock in fcgiwrap1 fcgiwrap2 fcgiwrap-php hc php floor ${base_bin:+hc0}; do
   for _ in $(seq 100); do [ -S "$work/run/$sock.sock" ] && break; sleep 0.05; done
 done
 
@@ -83,6 +90,15 @@ sed -e "s#/etc/nginx/snippets/http-conditional-params.conf#$work/nginx/params.co
     -e "s#listen 80;#listen 127.0.0.1:$ours_port;#" \
     nginx-conf/http-conditional.conf > "$work/nginx/http-conditional.conf"
 cp nginx-conf/http-conditional-params.conf "$work/nginx/params.conf"
+base_port=$(port_of)
+base_include=
+if [ -n "$base_bin" ]; then
+  sed -e "s#http_conditional#http_conditional_base#" \
+      -e "s#$work/run/hc.sock#$work/run/hc0.sock#" \
+      -e "s#listen 127.0.0.1:$ours_port;#listen 127.0.0.1:$base_port;#" \
+      "$work/nginx/http-conditional.conf" > "$work/nginx/base.conf"
+  base_include="include $work/nginx/base.conf;"
+fi
 user_line=
 if [ "$(id -u)" = 0 ]; then user_line='user root;'; fi
 cat > "$work/nginx/nginx.conf" <<EOF
@@ -98,6 +114,7 @@ http {
     uwsgi_temp_path $work/nginx/tmp/uwsgi;
     scgi_temp_path $work/nginx/tmp/scgi;
     include $work/nginx/http-conditional.conf;
+    $base_include
     # Kept connections as for ours (the shipped upstream block's keepalive).
     upstream floor {
         server unix:$work/run/floor.sock;
@@ -145,6 +162,7 @@ etag_of() { curl -s -D - -o /dev/null "$1" | tr -d '\r' | sed -n 's/^[Ee][Tt]ag:
 status_of() { curl -s -o /dev/null -w '%{http_code}' "${@:2}" "$1"; }
 fail() { echo "bench/fastcgi.sh: $*" >&2; cat "$work/nginx/error.log" >&2; exit 1; }
 b_url=$ours/page.cgi
+b0_url=http://127.0.0.1:$base_port/page.cgi
 c1_url=$other/php-cgi/page.php
 c2_url=$other/php-b/page.php
 d_url=$other/static/page.html
@@ -160,6 +178,9 @@ for check in "$b_url|$b_tag" "$c1_url|$c1_tag" "$c2_url|$c2_tag" "$d_url|$d_tag"
   [ "$(status_of "$url" -H "If-None-Match: $tag")" = 304 ] || fail "$url gives no 304"
 done
 [ "$(status_of "$f_url" -H "If-None-Match: $b_tag")" = 304 ] || fail "$f_url gives no 304"
+if [ -n "$base_bin" ]; then
+  [ "$(status_of "$b0_url" -H "If-None-Match: $b_tag")" = 304 ] || fail "$b0_url gives no 304"
+fi
 for _ in $(seq 100); do curl -s -o /dev/null "$s_url" && break; sleep 0.05; done
 [ "$(status_of "$s_url" -H "If-None-Match: $b_tag")" = 304 ] || fail "$s_url gives no 304"
 
@@ -174,7 +195,8 @@ wrk -t2 -c"$connections" -d1s -H "If-None-Match: $b_tag" "$b_url" >/dev/null
 rss_warm=$(rss)
 median() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "$@"; }
 a1=–; a2=–; b200=–; c1_200=–; c1_304=–; c2_200=–; c2_304=–; d200=–
-echo "bench/fastcgi.sh: running, about $(((4 * rounds + 8) * ${duration%s} + 20)) s" >&2
+rows_304=4; [ -z "$base_bin" ] || rows_304=5
+echo "bench/fastcgi.sh: running, about $(((rows_304 * rounds + 8) * ${duration%s} + 20)) s" >&2
 if [ "$only_304" != 304 ]; then
   rps a1 "$other/fcgiwrap1/page.cgi"; a1=$RPS
   rps a2 "$other/fcgiwrap2/page.cgi"; a2=$RPS
@@ -185,15 +207,17 @@ if [ "$only_304" != 304 ]; then
   rps c2-304 -H "If-None-Match: $c2_tag" "$c2_url"; c2_304=$RPS
   rps d200 "$d_url"; d200=$RPS
 fi
-b304s=(); d304s=(); f304s=(); s304s=()
+b304s=(); d304s=(); f304s=(); s304s=(); b0_304s=()
 for _ in $(seq "$rounds"); do
   rps b304 -H "If-None-Match: $b_tag" "$b_url"; b304s+=("$RPS")
+  if [ -n "$base_bin" ]; then rps b0-304 -H "If-None-Match: $b_tag" "$b0_url"; b0_304s+=("$RPS"); fi
   rps f304 -H "If-None-Match: $b_tag" "$f_url"; f304s+=("$RPS")
   rps d304 -H "If-None-Match: $d_tag" "$d_url"; d304s+=("$RPS")
   rps s304 -H "If-None-Match: $b_tag" "$s_url"; s304s+=("$RPS")
 done
 b304=$(median "${b304s[@]}"); d304=$(median "${d304s[@]}"); f304=$(median "${f304s[@]}")
 s304=$(median "${s304s[@]}")
+b0_304=–; [ -z "$base_bin" ] || b0_304=$(median "${b0_304s[@]}")
 # At least 100k requests through the responder before the second RSS reading.
 while [ "$served" -lt 100000 ]; do rps b304 -H "If-None-Match: $b_tag" "$b_url"; done
 rss_end=$(rss)
@@ -208,6 +232,7 @@ r_b304_d=$(ratio "$b304" "$d304")
 r_f304_d=$(ratio "$f304" "$d304")
 r_b304_f=$(ratio "$b304" "$f304")
 r_s304_b=$(ratio "$s304" "$b304")
+r_b304_b0=$(ratio_or_dash "$b304" "$b0_304")
 r_b200_a1=$(ratio_or_dash "$b200" "$a1")
 mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:.1f}')" "$1"; }
 
@@ -227,6 +252,7 @@ The page is a 20 KB sh script; (c) is the original library's logic (bench/origin
 | (d) nginx, static file | $d200 | $d304 |
 | (f) nginx → fixed-answer FastCGI responder (bench/floor/: the hop's floor) | – | $f304 |
 | (s) http-conditional serve, no nginx | – | $s304 |
+| (b0) (b) served by BASE_BIN${base_bin:+ ($base_bin)} | – | $b0_304 |
 
 | Ratio | Value | Target |
 |-------|------:|--------|
@@ -238,6 +264,7 @@ The page is a 20 KB sh script; (c) is the original library's logic (bench/origin
 | (f) floor 304 / (d) nginx static 304 | $r_f304_d | (the most any responder gets) |
 | (b) 304 / (f) floor 304 | $r_b304_f | (the share of the hop's allowance we keep) |
 | (s) serve 304 / (b) 304 | $r_s304_b | ≥ 1 ($(verdict "$r_s304_b" 1)) |
+| (b) 304 / (b0) BASE_BIN's 304 | $r_b304_b0 | (this build against the base, side by side) |
 
 Responder RSS: $(mib "$rss_start") MiB at start, $(mib "$rss_warm") MiB after warm-up, $(mib "$rss_end") MiB after $served requests.
 wrk errors: ${errors_seen:-none}.
