@@ -435,11 +435,7 @@ impl Representation {
     pub fn apply(&self, head: &mut ResponseHead, coding: Coding, now: SystemTime) {
         let validators = &self.derivation.validators;
         if let Some(etag) = &validators.etag {
-            let tag = match coding.token() {
-                Some(suffix) => etag.variant(suffix),
-                None => etag.clone(),
-            };
-            head.push("ETag", tag.to_string());
+            head.push("ETag", etag.header_value(coding.token()));
         }
         if let Some(time) = validators.last_modified {
             head.push("Last-Modified", format_http_date(time));

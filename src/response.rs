@@ -110,8 +110,17 @@ impl<W: Write> CgiWriter<W> {
 /// The CGI header block for a head, always with an explicit `Status:` line (so Apache does not
 /// re-decide conditions on our output).
 pub fn cgi_head_bytes(head: &ResponseHead) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(256);
-    bytes.extend_from_slice(format!("Status: {} {}\r\n", head.status, head.reason).as_bytes());
+    // The exact size (a u16 status has at most five digits): one allocation, no growth.
+    let size = "Status: 65535 \r\n\r\n".len()
+        + head.reason.len()
+        + head
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + 4)
+            .sum::<usize>();
+    let mut bytes = Vec::with_capacity(size);
+    // Writing to a Vec cannot fail.
+    let _ = write!(bytes, "Status: {} {}\r\n", head.status, head.reason);
     for (name, value) in &head.headers {
         bytes.extend_from_slice(name.as_bytes());
         bytes.extend_from_slice(b": ");

@@ -142,11 +142,8 @@ impl Reader {
             return Next::Continue;
         }
         if !content.is_empty() {
-            return match parser.feed(content) {
-                Ok(more) => {
-                    pairs.extend(more);
-                    Next::Continue
-                }
+            return match parser.feed_into(content, pairs) {
+                Ok(()) => Next::Continue,
                 Err(ProtocolError::ParamsTooLarge { limit }) => {
                     log(format_args!("request {id}: params over {limit} bytes: 431"));
                     let text = format!("request headers over the {limit}-byte limit\n");

@@ -117,26 +117,37 @@ impl ParamsParser {
     /// checked using the declared lengths BEFORE buffering/allocating them, so a 2^31
     /// declared length fails at once with no allocation. Don't feed after an error.
     pub fn feed(&mut self, content: &[u8]) -> Result<Vec<Pair>, ProtocolError> {
+        let mut pairs = Vec::new();
+        self.feed_into(content, &mut pairs)?;
+        Ok(pairs)
+    }
+
+    /// [`ParamsParser::feed`], appending the complete pairs to `pairs` (the request's own
+    /// list: no list per record to allocate and copy over).
+    pub fn feed_into(
+        &mut self,
+        content: &[u8],
+        pairs: &mut Vec<Pair>,
+    ) -> Result<(), ProtocolError> {
         let too_large = ProtocolError::ParamsTooLarge { limit: self.limit };
         self.fed = self
             .fed
             .checked_add(content.len())
             .filter(|&n| n <= self.limit)
             .ok_or(too_large)?;
-        let mut pairs = Vec::new();
         if self.buf.is_empty() {
             // Fast path: parse in place, keep only the incomplete tail.
-            let used = self.parse(content, &mut pairs)?;
+            let used = self.parse(content, pairs)?;
             self.buf
                 .extend_from_slice(content.get(used..).unwrap_or_default());
         } else {
             let mut buf = std::mem::take(&mut self.buf);
             buf.extend_from_slice(content);
-            let used = self.parse(&buf, &mut pairs)?;
+            let used = self.parse(&buf, pairs)?;
             buf.drain(..used.min(buf.len()));
             self.buf = buf;
         }
-        Ok(pairs)
+        Ok(())
     }
 
     /// Parses whole pairs from `data`, returning the bytes they used.
