@@ -268,4 +268,6 @@ The page is a 20 KB sh script; (c) is the original library's logic (bench/origin
 
 Responder RSS: $(mib "$rss_start") MiB at start, $(mib "$rss_warm") MiB after warm-up, $(mib "$rss_end") MiB after $served requests.
 wrk errors: ${errors_seen:-none}.
+Each round's 304 req/s: (b) ${b304s[*]}; (d) ${d304s[*]}; (f) ${f304s[*]}; (s) ${s304s[*]}${base_bin:+; (b0) ${b0_304s[*]}}.
+Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg).
 EOF
