@@ -8,7 +8,10 @@
 #   (d) a page that must do its set-up (includes, a JSON config, an SQLite query, a template)
 #       before the original library can answer its own 304, as real pages do;
 # and the responder's RSS before and after at least 100k requests.
-# Prints a markdown section. DURATION (default 5s), CONNECTIONS (default 16).
+# Prints a markdown section. DURATION (default 5s), CONNECTIONS (default 16). COUNTS=1 adds,
+# for the page's 200 through the responder, counts per request that do not depend on the load:
+# the responder's system calls (strace -c) and context switches (perf stat), with php-fpm's and
+# nginx's context switches for scale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -146,6 +149,8 @@ bench_counted=$ours
 rss() { bench_rss; }
 rps() { bench_rps "$@"; }
 rss_start=$(rss)
+# Other work on the machine changes the ratios (a starved php-fpm hides the hop's cost): say it.
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 wrk -t2 -c"$connections" -d1s "$ours/page.php" >/dev/null
 wrk -t2 -c"$connections" -d1s "$direct/page.php" >/dev/null
 echo "bench/php-fpm.sh: running, about $((6 * ${duration%s} + 20)) s" >&2
@@ -159,6 +164,48 @@ while [ "$served" -lt 100000 ]; do rps ours304 -H "If-None-Match: $page_tag" "$o
 rss_end=$(rss)
 kill -0 "$hc_pid" || fail "the responder died"
 
+counts=
+if [ -n "${COUNTS:-}" ]; then
+  bench_need strace:strace perf:linux-perf
+  requests_in() { sed -n 's/^ *\([0-9]*\) requests in.*/\1/p'; }
+  group_pids() { pgrep -g "$1" | paste -sd, -; }
+  fpm_group=${bench_pids[0]}
+  nginx_group=${bench_pids[-1]}
+  perf stat -x, -e context-switches -p "$hc_pid" -o "$work/hc.stat" & p1=$!
+  perf stat -x, -e context-switches -p "$(group_pids "$fpm_group")" -o "$work/fpm.stat" & p2=$!
+  perf stat -x, -e context-switches -p "$(group_pids "$nginx_group")" -o "$work/nginx.stat" & p3=$!
+  sleep 0.5
+  n=$(wrk -t2 -c"$connections" -d3s "$ours/page.php" | requests_in)
+  kill -INT $p1 $p2 $p3; wait $p1 $p2 $p3 || true
+  switches() { python3 -c "import sys; print(f'{int(sys.argv[1]) / int(sys.argv[2]):.2f}')" "$(grep ',context-switches' "$1" | cut -d, -f1)" "$n"; }
+  strace -f -c -p "$hc_pid" -o "$work/strace.txt" 2>/dev/null & s1=$!
+  sleep 1
+  m=$(wrk -t2 -c"$connections" -d3s "$ours/page.php" | requests_in)
+  kill -INT $s1; wait $s1 || true
+  calls=$(python3 - "$work/strace.txt" "$m" <<'PY'
+import sys
+n = int(sys.argv[2])
+rows = []
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) >= 5 and f[3].isdigit() and f[-1] not in ("total", "syscall"):
+        rows.append((int(f[3]) / n, f[-1]))
+for per, name in sorted(rows, reverse=True):
+    if per >= 0.05:
+        print(f"| {name} | {per:.2f} |")
+print(f"| (all) | {sum(p for p, _ in rows):.2f} |")
+PY
+)
+  counts="
+Per request of the page's 200 through the responder (wrk, $connections connections; load average $(cut -d' ' -f1 /proc/loadavg)):
+context switches: responder $(switches "$work/hc.stat"), php-fpm $(switches "$work/fpm.stat"), nginx $(switches "$work/nginx.stat") (over $n requests).
+
+| The responder's system call | per request (over $m requests, strace -f -c) |
+|------|------:|
+$calls
+"
+fi
+
 r200=$(ratio "$ours200" "$direct200")
 r200b=$(ratio "$ours200" "$direct200b")
 r304=$(ratio "$ours304" "$orig304")
@@ -167,7 +214,7 @@ mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:.1f}')" "$1"; }
 cat <<EOF
 ## nginx → http-conditional → php-fpm (bench/php-fpm.sh)
 
-wrk, $connections connections, $duration per case, 127.0.0.1, $(nproc) cores; php-fpm $(php-fpm8.2 -v | head -1 | cut -d' ' -f2) (Debian's php.ini, opcache $(php -r 'echo function_exists("opcache_get_status") ? "loaded" : "absent";')), a static pool of 4.
+wrk, $connections connections, $duration per case, 127.0.0.1, $(nproc) cores (load average $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end); php-fpm $(php-fpm8.2 -v | head -1 | cut -d' ' -f2) (Debian's php.ini, opcache $(php -r 'echo function_exists("opcache_get_status") ? "loaded" : "absent";')), a static pool of 4.
 The page is $size bytes of HTML rendered by PHP from a JSON file it depends on.
 
 | Case | req/s |
@@ -187,4 +234,5 @@ The page is $size bytes of HTML rendered by PHP from a JSON file it depends on.
 
 Responder RSS: $(mib "$rss_start") MiB at start, $(mib "$rss_end") MiB after $served requests through it.
 wrk errors: ${errors_seen:-none}.
+$counts
 EOF

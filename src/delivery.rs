@@ -168,13 +168,11 @@ pub(crate) fn send(
             head.remove(&["Content-Length"]);
             head.push("Content-Length", body.len().to_string());
         }
-        ex.sink.send_head(head)?;
+        let sent: &[u8] = if is_head { b"" } else { &body };
+        // The head counts as sent from here: a failure now cannot become a clean answer.
         progress.head_sent = true;
-        if !is_head {
-            ex.sink.send_body(&body)?;
-            progress.body_bytes = body.len() as u64;
-        }
-        ex.sink.finish()?;
+        ex.sink.send_whole(head, sent)?;
+        progress.body_bytes = sent.len() as u64;
         return Ok(ran(head.status, progress.body_bytes, true));
     }
     // A script's own Content-Length goes out only when it is one valid length, and then the

@@ -87,6 +87,16 @@ pub trait ResponseSink {
     fn send_body(&mut self, chunk: &[u8]) -> io::Result<()>;
     /// Ends the response.
     fn finish(&mut self) -> io::Result<()>;
+    /// Sends a whole response at once: its head, all of its body (empty for HEAD), its end.
+    /// A sink that sends records can hold it all for one write, where a body sent in pieces
+    /// must go out piece by piece (a page that streams slowly).
+    fn send_whole(&mut self, head: &ResponseHead, body: &[u8]) -> io::Result<()> {
+        self.send_head(head)?;
+        if !body.is_empty() {
+            self.send_body(body)?;
+        }
+        self.finish()
+    }
 }
 
 /// Writes responses in CGI format: `Status:` line, headers, blank line, body. CGI mode writes

@@ -535,3 +535,23 @@ fn a_php_fpm_page_past_its_timeout_is_a_504() {
     // The pool still answers afterwards.
     assert_eq!(site.get("/page.php", &[]).status, 200);
 }
+
+#[test]
+fn an_idle_kept_connection_is_closed_after_its_idle_timeout_freeing_its_php_fpm_worker() {
+    // One php-fpm worker, and the responder keeps one idle connection: while kept, it holds
+    // that worker, so nginx's own request to php-fpm waits until the responder lets go.
+    let pool = Pool {
+        children: 1,
+        max_requests: 0,
+    };
+    let flags = ["--upstream-keep", "1", "--upstream-idle-timeout", "1"];
+    let Some(site) = Site::start("fpm-idle", pool, &flags) else {
+        return;
+    };
+    assert_eq!(site.get("/page.php?through=1", &[]).status, 200);
+    // Nothing else happens on the responder: only its idle timeout can free the worker.
+    let direct = site.get_direct("/page.php?direct=1");
+    assert_eq!(direct.status, 200, "{}", site.logs());
+    // And the responder goes on forwarding, on a new connection.
+    assert_eq!(site.get("/page.php?through=2", &[]).status, 200);
+}

@@ -12,7 +12,7 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -267,13 +267,6 @@ impl Stream {
         }
     }
 
-    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.set_nonblocking(on),
-            Stream::Tcp(s) => s.set_nonblocking(on),
-        }
-    }
-
     fn shutdown(&self) {
         let _ = match self {
             Stream::Unix(s) => s.shutdown(Shutdown::Both),
@@ -284,12 +277,19 @@ impl Stream {
     /// Whether a kept connection is still usable: the upstream has neither closed it
     /// (php-fpm recycling a worker at `pm.max_requests`) nor sent anything unasked.
     fn is_idle_and_open(&mut self) -> bool {
-        if self.set_nonblocking(true).is_err() {
-            return false;
-        }
+        use rustix::net::RecvFlags;
         let mut probe = [0u8; 1];
-        let open = matches!(self.read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-        open && self.set_nonblocking(false).is_ok()
+        // One peek that does not block, rather than switching the socket to non-blocking
+        // and back around a read (three system calls per request).
+        let peeked = match self {
+            Stream::Unix(s) => {
+                rustix::net::recv(&*s, &mut probe, RecvFlags::PEEK | RecvFlags::DONTWAIT)
+            }
+            Stream::Tcp(s) => {
+                rustix::net::recv(&*s, &mut probe, RecvFlags::PEEK | RecvFlags::DONTWAIT)
+            }
+        };
+        matches!(peeked, Err(rustix::io::Errno::AGAIN))
     }
 }
 
@@ -358,8 +358,6 @@ struct Pool {
     /// Connections in use, capped at `max_connections`.
     in_use: Arc<Slots>,
     idle: Mutex<Vec<IdleConnection>>,
-    /// Wakes the reaper when a connection goes idle.
-    went_idle: Condvar,
     /// Requests sent on new connections that have no answer yet: while there are any, a
     /// finished connection is closed rather than kept, since the worker it holds may be the
     /// one they wait for (php-fpm serves a kept connection until it is closed).
@@ -376,7 +374,6 @@ impl Pool {
             in_use: Slots::new(config.max_connections, config.queue_timeout),
             config,
             idle: Mutex::new(Vec::new()),
-            went_idle: Condvar::new(),
             waiting_on_new: AtomicUsize::new(0),
             opened: AtomicU64::new(0),
         });
@@ -393,28 +390,24 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Closes idle connections as they pass the idle timeout.
+    /// Closes idle connections as they pass the idle timeout. It sleeps until the oldest one's
+    /// time is up, or for a whole idle timeout when none is kept: a connection kept meanwhile
+    /// expires no earlier than that, so nothing need wake the reaper when one is checked in
+    /// (which would cost a wake-up and two context switches per request).
     fn reap_forever(&self) {
-        let mut idle = self.lock_idle();
         loop {
             let now = Instant::now();
-            idle.retain(|c| now.duration_since(c.since) < self.config.idle_timeout);
-            let next = idle
-                .iter()
-                .map(|c| c.since + self.config.idle_timeout)
-                .min();
-            idle = match next {
-                Some(at) => {
-                    let wait = at
-                        .saturating_duration_since(now)
-                        .max(Duration::from_millis(1));
-                    self.went_idle
-                        .wait_timeout(idle, wait)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-                None => self.went_idle.wait(idle).unwrap_or_else(|p| p.into_inner()),
+            let next = {
+                let mut idle = self.lock_idle();
+                idle.retain(|c| now.duration_since(c.since) < self.config.idle_timeout);
+                idle.iter()
+                    .map(|c| c.since + self.config.idle_timeout)
+                    .min()
             };
+            let wait = next.map_or(self.config.idle_timeout, |at| {
+                at.saturating_duration_since(now)
+            });
+            std::thread::sleep(wait.max(Duration::from_millis(1)));
         }
     }
 
@@ -469,7 +462,6 @@ impl Pool {
                 stream,
                 since: Instant::now(),
             });
-            self.went_idle.notify_one();
         }
     }
 }
@@ -591,7 +583,7 @@ impl Backend for FastCgiBackend {
         };
         let mut run = FastCgiRun {
             pool: Arc::clone(&self.pool),
-            reader: stream,
+            reader: Some(stream),
             writer: None,
             inbuf: BytesMut::with_capacity(16 * 1024),
             pending: Bytes::new(),
@@ -658,7 +650,8 @@ fn encode_params(env: &[(std::ffi::OsString, std::ffi::OsString)], out: &mut Byt
 /// One request in flight on one connection.
 struct FastCgiRun {
     pool: Arc<Pool>,
-    reader: Stream,
+    /// The connection; taken when it is checked back into the pool.
+    reader: Option<Stream>,
     /// The feeder's half, shared so an abort record never lands inside a STDIN record.
     writer: Option<Arc<Mutex<Stream>>>,
     inbuf: BytesMut,
@@ -711,7 +704,8 @@ impl Drop for WaitingOnNew {
 
 impl FastCgiRun {
     fn start_feeder(&mut self, mut source: Box<dyn Read + Send>) -> Result<(), Failure> {
-        let writer = Arc::new(Mutex::new(self.reader.try_clone().map_err(|e| {
+        let cloned = self.reader().and_then(|s| s.try_clone());
+        let writer = Arc::new(Mutex::new(cloned.map_err(|e| {
             Failure::UpstreamUnreachable {
                 address: self.pool.label.clone(),
                 reason: e.to_string(),
@@ -779,7 +773,7 @@ impl FastCgiRun {
                 self.kill();
                 return Err(RunError::Timeout);
             }
-            match self.reader.read(&mut chunk) {
+            match self.reader().and_then(|s| s.read(&mut chunk)) {
                 Ok(0) => self.retry_or_fail("the upstream closed the connection")?,
                 Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
                 Err(e) if is_tick(&e) => {}
@@ -862,7 +856,7 @@ impl FastCgiRun {
             .map_err(|failure| {
                 RunError::Io(io::Error::other(format!("{reason}; then: {failure}")))
             })?;
-        self.reader = fresh;
+        self.reader = Some(fresh);
         self.writer = None;
         self.feed.done.store(true, Ordering::SeqCst);
         self.inbuf.clear();
@@ -883,10 +877,21 @@ impl FastCgiRun {
                 }
             }
             None => {
-                let _ = write_all_ticking(&mut self.reader, &record, &never, quick);
+                if let Some(reader) = self.reader.as_mut() {
+                    let _ = write_all_ticking(reader, &record, &never, quick);
+                }
             }
         }
-        self.reader.shutdown();
+        if let Some(reader) = &self.reader {
+            reader.shutdown();
+        }
+    }
+
+    /// The connection, while this run has it.
+    fn reader(&mut self) -> io::Result<&mut Stream> {
+        self.reader
+            .as_mut()
+            .ok_or_else(|| io::ErrorKind::NotConnected.into())
     }
 
     fn finished_cleanly(&self) -> bool {
@@ -931,13 +936,15 @@ impl ScriptRun for FastCgiRun {
             CANT_MPX_CONN => Ended::Refused("the application cannot take the request".into()),
             other => Ended::Failed(format!("protocol status {other}")),
         };
+        // The connection itself goes back to the pool, not a duplicate of it: no dup(2) and
+        // close(2) per request.
         if self.finished_cleanly()
-            && let Ok(kept) = self.reader.try_clone()
+            && let Some(kept) = self.reader.take()
         {
             self.writer = None;
             self.pool.check_in(kept);
-        } else {
-            self.reader.shutdown();
+        } else if let Some(reader) = &self.reader {
+            reader.shutdown();
         }
         // Only now, with the connection kept or closed, may another request take its place.
         self.slot = None;

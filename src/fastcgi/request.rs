@@ -346,6 +346,15 @@ impl ResponseSink for RecordSink {
     fn finish(&mut self) -> io::Result<()> {
         self.check()
     }
+
+    /// Held whole for the END frame: one hand-off to the writer and one write to the web
+    /// server for the whole response, instead of one for the body and one for its end.
+    fn send_whole(&mut self, head: &ResponseHead, body: &[u8]) -> io::Result<()> {
+        self.check()?;
+        self.pending.extend_from_slice(&cgi_head_bytes(head));
+        self.pending.extend_from_slice(body);
+        Ok(())
+    }
 }
 
 /// FCGI_STDIN as `Read`, fed by the connection through a bounded channel.
@@ -404,5 +413,37 @@ impl RequestBody for StdinBody {
             }
         }
         Input::Stream(Box::new(reader))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_response_goes_to_the_writer_as_one_end_frame() {
+        let (out, mut frames) = mpsc::channel(8);
+        let mut sink = RecordSink {
+            id: 3,
+            out,
+            pending: BytesMut::new(),
+            abort: AbortHandle::new(),
+        };
+        let mut head = ResponseHead::new(200);
+        head.push("Content-Length", "5");
+        sink.send_whole(&head, b"hello").unwrap();
+        sink.end(true, false);
+        let mut expected = cgi_head_bytes(&head);
+        expected.extend_from_slice(b"hello");
+        match frames.try_recv() {
+            Ok(Frame::End {
+                id: 3,
+                tail,
+                app_status: 0,
+                ..
+            }) => assert_eq!(tail, expected),
+            other => panic!("not one END frame: {other:?}"),
+        }
+        assert!(frames.try_recv().is_err(), "more than one frame");
     }
 }
