@@ -2,8 +2,8 @@
 //!
 //! `no_main`: the C `main` below replaces std's runtime start-up (`lang_start`). CGI mode starts
 //! once per request, and that start-up (a SIGSEGV handler with its alternate stack, and the
-//! main thread's stack bounds read from /proc/self/maps) was a tenth of a declared 304's
-//! instructions. What of it this program relies on, [`process_start::prepare`] does; see there.
+//! main thread's stack bounds read from /proc/self/maps) was a sixth of a declared 304's
+//! instructions (bench/RESULTS.md, "CGI mode's start-up"). What of it this program relies on, [`process_start::prepare`] does; see there.
 #![no_main]
 
 use std::ffi::{c_char, c_int};

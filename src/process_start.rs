@@ -71,3 +71,21 @@ fn ignore_sigpipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exit_status_is_the_one_the_exit_code_was_made_from() {
+        for (code, status) in [
+            (ExitCode::SUCCESS, 0),
+            (ExitCode::FAILURE, 1),
+            (ExitCode::from(2), 2),
+            (ExitCode::from(PANIC_EXIT_STATUS), 101),
+            (ExitCode::from(255), 255),
+        ] {
+            assert_eq!(exit_status(code), status);
+        }
+    }
+}
