@@ -9,9 +9,11 @@ need=()
 for pair in nginx:nginx apache2:apache2 php-cgi:php-cgi php-fpm8.2:php-fpm curl:curl python3:python3 ps:procps md5sum:coreutils sqlite3:sqlite3 git:git fcgiwrap:fcgiwrap /usr/share/gitweb/gitweb.cgi:gitweb /usr/share/dokuwiki/bin/render.php:dokuwiki prometheus:prometheus varnishd:varnish squid:squid; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
 done
-# tests/package.rs: lintian, and dpkg-dev for cargo-deb (scripts/package.sh installs cargo-deb).
+# tests/package.rs: lintian, dpkg-dev for cargo-deb (scripts/package.sh installs cargo-deb), and
+# valgrind for the profile scripts/symbol-order.sh orders the binary's functions by.
 command -v lintian >/dev/null 2>&1 || need+=(lintian)
 command -v dpkg-shlibdeps >/dev/null 2>&1 || need+=(dpkg-dev)
+command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod path_template;
 pub mod preconditions;
 pub mod probe_cache;
+pub mod process_start;
 pub mod range;
 pub mod regular_file;
 pub mod request;

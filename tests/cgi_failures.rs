@@ -225,6 +225,20 @@ fn a_script_that_dies_before_any_output_is_reported_by_its_exit_status_with_its_
     }
 }
 
+/// `command` with the environment a server gives a CGI program for a GET of `script`.
+fn as_started_by_server(
+    mut command: std::process::Command,
+    script: &std::path::Path,
+) -> std::process::Command {
+    command
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("GATEWAY_INTERFACE", "CGI/1.1")
+        .env("REQUEST_METHOD", "GET")
+        .env("SCRIPT_FILENAME", script);
+    command
+}
+
 #[test]
 fn the_script_dies_with_the_wrapper_when_the_server_gives_up() {
     let dir = TempDir::new("fail");
@@ -237,12 +251,7 @@ fn the_script_dies_with_the_wrapper_when_the_server_gives_up() {
         ),
         true,
     );
-    let mut child = std::process::Command::new(common::bin())
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("GATEWAY_INTERFACE", "CGI/1.1")
-        .env("REQUEST_METHOD", "GET")
-        .env("SCRIPT_FILENAME", &s)
+    let mut child = as_started_by_server(std::process::Command::new(common::bin()), &s)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -255,6 +264,69 @@ fn the_script_dies_with_the_wrapper_when_the_server_gives_up() {
     assert!(!status.success());
     std::thread::sleep(Duration::from_millis(2500));
     assert!(!marker.exists(), "the script outlived the wrapper");
+}
+
+/// The wrapper started by `sh` with its standard descriptors redirected as `redirections`
+/// says (`<&-` closes stdin), as a server may start it; its output and exit status.
+fn run_from_shell(script: &std::path::Path, redirections: &str) -> std::process::Output {
+    let mut shell = std::process::Command::new("/bin/sh");
+    shell
+        .arg("-c")
+        .arg(format!("exec \"$0\" {redirections}"))
+        .arg(common::bin());
+    let mut child = as_started_by_server(shell, script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdin.take());
+    common::wait_with_timeout(child, Duration::from_secs(60))
+}
+
+#[test]
+fn a_closed_stdin_reaches_the_script_as_an_empty_body_not_a_bad_descriptor() {
+    // The wrapper's start-up reopens a closed standard descriptor on /dev/null (as std's does),
+    // so no file it opens later can take its number.
+    let dir = TempDir::new("fail");
+    let s = dir.write(
+        "read.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\ncat\necho \"cat=$?\"\n",
+        true,
+    );
+    let out = run_from_shell(&s, "<&-");
+    let (status, _, body) = common::parse_cgi_output(&out.stdout);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&body), "cat=0\n");
+}
+
+#[test]
+fn a_server_closing_the_output_pipe_early_gets_an_exit_status_not_a_sigpipe_death() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let dir = TempDir::new("fail");
+    // Far more than the pipe and the wrapper's buffer hold, so the wrapper writes after the
+    // reader is gone.
+    let s = dir.write(
+        "big.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nexec head -c 8000000 /dev/zero\n",
+        true,
+    );
+    let mut child = as_started_by_server(std::process::Command::new(common::bin()), &s)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let out = common::wait_with_timeout(child, Duration::from_secs(60));
+    assert_eq!(
+        out.status.signal(),
+        None,
+        "the wrapper died of a signal ({:?}) instead of seeing EPIPE",
+        out.status
+    );
 }
 
 /// A page and its sidecar path; the sidecar is left for the test to plant.

@@ -257,6 +257,39 @@ fn packaged_binary_answers_a_declared_scripts_matching_if_none_match_with_304() 
 }
 
 #[test]
+fn packaged_binary_starts_the_script_in_its_folder_with_its_body_and_sigpipe_at_the_default() {
+    // The static binary starts scripts through posix_spawn (scripts/package.sh links in the
+    // chdir action std looks for), as the dynamic build does: the script's folder, its body on
+    // stdin and the default SIGPIPE action (the wrapper itself ignores SIGPIPE) must hold there.
+    let bin = package().files.join("usr/bin/http-conditional");
+    let dir = TempDir::new("package-spawn");
+    let script = dir.write(
+        "where.cgi",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\npwd\ncat\necho\n\
+         sed -n 's/^SigIgn:[[:space:]]*//p' /proc/self/status\n",
+        true,
+    );
+    let r = Cgi::new(&script)
+        .program(&bin)
+        .method("POST")
+        .body("the body")
+        .run();
+    assert_eq!(r.status, 200, "{}", r.stderr);
+    let text = r.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..2],
+        [dir.path.display().to_string().as_str(), "the body"]
+    );
+    let ignored = u64::from_str_radix(lines[2], 16).expect("SigIgn is a hex mask");
+    assert_eq!(
+        ignored & (1 << (13 - 1)),
+        0,
+        "SIGPIPE ignored in the script"
+    );
+}
+
+#[test]
 fn packaged_man_page_documents_the_fastcgi_command_line() {
     let page = package()
         .files
