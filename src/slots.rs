@@ -62,6 +62,19 @@ impl Slots {
         })
     }
 
+    /// A slot at once, or `None` when all are taken or others already wait for one (a caller
+    /// that cannot wait goes another way without passing them).
+    pub fn try_acquire(self: &Arc<Self>) -> Option<SlotGuard> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if *running >= self.max || self.waiting.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        *running += 1;
+        Some(SlotGuard {
+            slots: Arc::clone(self),
+        })
+    }
+
     /// Scripts running now.
     pub fn in_use(&self) -> usize {
         *self.running.lock().unwrap_or_else(|p| p.into_inner())
@@ -110,6 +123,23 @@ mod tests {
         drop(held);
         assert!(slots.acquire().is_ok());
         assert_eq!(slots.in_use(), 0);
+    }
+
+    #[test]
+    fn try_acquire_takes_a_free_slot_and_never_one_others_wait_for() {
+        let slots = Slots::new(1, Duration::from_secs(30));
+        let held = slots.try_acquire().expect("a free slot");
+        assert!(slots.try_acquire().is_none(), "all taken");
+        let other = Arc::clone(&slots);
+        let waiter = std::thread::spawn(move || other.acquire().map(drop).is_ok());
+        while slots.waiting() == 0 {
+            std::thread::yield_now();
+        }
+        drop(held);
+        // The waiter may not have run yet: the slot is free but it is the waiter's.
+        assert!(slots.try_acquire().is_none() || slots.waiting() == 0);
+        assert!(waiter.join().unwrap());
+        assert!(slots.try_acquire().is_some());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::fastcgi_async::Prefetch;
 use super::{AbortHandle, Backend, Ended, ErrorOutput, Input, RunError, ScriptCall, ScriptRun};
 use crate::failure::Failure;
 use crate::fastcgi_protocol::{
@@ -27,9 +28,9 @@ use crate::fastcgi_protocol::{
 use crate::slots::{SlotGuard, Slots};
 
 /// The only request id we use: one request per connection at a time.
-const REQUEST_ID: u16 = 1;
+pub(super) const REQUEST_ID: u16 = 1;
 /// How often a blocked read or write wakes to check the deadline and the abort flag.
-const TICK: Duration = Duration::from_millis(50);
+pub(super) const TICK: Duration = Duration::from_millis(50);
 /// A TCP upstream that does not accept within this time is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Body bytes per FCGI_STDIN record read from the request body.
@@ -67,6 +68,8 @@ impl Default for PoolConfig {
 pub struct Upstreams {
     config: PoolConfig,
     pools: Mutex<HashMap<String, Arc<Pool>>>,
+    /// A pool exists: some request was forwarded (read without the lock).
+    used: AtomicBool,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -83,6 +86,7 @@ impl Upstreams {
         Upstreams {
             config,
             pools: Mutex::new(HashMap::new()),
+            used: AtomicBool::new(false),
         }
     }
 
@@ -98,10 +102,16 @@ impl Upstreams {
                 })?;
                 let pool = Pool::new(target, address.to_string(), self.config.clone());
                 pools.insert(address.to_string(), Arc::clone(&pool));
+                self.used.store(true, Ordering::Relaxed);
                 pool
             }
         };
         Ok(FastCgiBackend { pool, retry_safe })
+    }
+
+    /// Whether any request has been forwarded to an upstream yet.
+    pub fn used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
     }
 
     /// How each upstream's connections stand now, for the metrics.
@@ -241,7 +251,7 @@ fn connect_unix(
 }
 
 /// A connection to an upstream.
-enum Stream {
+pub(super) enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
 }
@@ -267,7 +277,7 @@ impl Stream {
         }
     }
 
-    fn shutdown(&self) {
+    pub(super) fn shutdown(&self) {
         let _ = match self {
             Stream::Unix(s) => s.shutdown(Shutdown::Both),
             Stream::Tcp(s) => s.shutdown(Shutdown::Both),
@@ -350,10 +360,10 @@ struct IdleConnection {
 }
 
 /// The connections to one upstream.
-struct Pool {
+pub(super) struct Pool {
     address: Address,
     /// The address as configured, for the log.
-    label: String,
+    pub(super) label: String,
     config: PoolConfig,
     /// Connections in use, capped at `max_connections`.
     in_use: Arc<Slots>,
@@ -412,7 +422,7 @@ impl Pool {
     }
 
     /// A kept connection still open, if any.
-    fn take_idle(&self) -> Option<Stream> {
+    pub(super) fn take_idle(&self) -> Option<Stream> {
         let mut idle = self.lock_idle();
         while let Some(mut kept) = idle.pop() {
             if kept.since.elapsed() < self.config.idle_timeout && kept.stream.is_idle_and_open() {
@@ -443,6 +453,20 @@ impl Pool {
         Ok(stream)
     }
 
+    /// FCGI_BEGIN_REQUEST and the environment as FCGI_PARAMS: every request's first bytes.
+    fn begin_and_params(&self, env: &[(std::ffi::OsString, std::ffi::OsString)]) -> BytesMut {
+        let mut request = BytesMut::new();
+        encode_stream(
+            BEGIN_REQUEST,
+            REQUEST_ID,
+            // Without connections to keep (CGI mode), the application may close after answering.
+            &begin_request_body(RESPONDER, self.config.keep_idle > 0),
+            &mut request,
+        );
+        encode_params(env, &mut request);
+        request
+    }
+
     /// A new connection with the request's first bytes written on it.
     fn connect_and_send(&self, head: &[u8], call: &Call<'_>) -> Result<Stream, Failure> {
         let mut fresh = self.connect(call)?;
@@ -452,7 +476,7 @@ impl Pool {
     }
 
     /// Keeps a connection whose request completed cleanly, when the pool wants it.
-    fn check_in(&self, stream: Stream) {
+    pub(super) fn check_in(&self, stream: Stream) {
         if self.config.keep_idle == 0 || self.waiting_on_new.load(Ordering::SeqCst) > 0 {
             return;
         }
@@ -529,15 +553,7 @@ impl Backend for FastCgiBackend {
     ) -> Result<Box<dyn ScriptRun>, Failure> {
         let deadline = Instant::now() + call.timeout;
         let slot = self.pool.in_use.acquire()?;
-        let mut request = BytesMut::new();
-        encode_stream(
-            BEGIN_REQUEST,
-            REQUEST_ID,
-            // Without connections to keep (CGI mode), the application may close after answering.
-            &begin_request_body(RESPONDER, self.pool.config.keep_idle > 0),
-            &mut request,
-        );
-        encode_params(call.env, &mut request);
+        let request = self.pool.begin_and_params(call.env);
         let mut source: Option<Box<dyn Read + Send>> = match input {
             Input::Null => None,
             Input::Inherit => Some(Box::new(io::stdin())),
@@ -611,18 +627,112 @@ impl Backend for FastCgiBackend {
         }
         Ok(Box::new(run))
     }
+
+    /// A GET or HEAD announcing no body, with a slot free (no request waiting for one) and a
+    /// kept connection in hand: the whole request is known, and its exchange can run on the
+    /// front end's task ([`super::fastcgi_async`]). Anything else starts as above.
+    fn prefetch(&self, call: &ScriptCall<'_>) -> Option<Prefetch> {
+        if !self.retry_safe || !announces_no_body(call.env) {
+            return None;
+        }
+        let slot = self.pool.in_use.try_acquire()?;
+        let stream = self.pool.take_idle()?;
+        let mut head = self.pool.begin_and_params(call.env);
+        encode_stream(STDIN, REQUEST_ID, &[], &mut head);
+        let ready = Ready {
+            pool: Arc::clone(&self.pool),
+            head: head.freeze(),
+            deadline: Instant::now() + call.timeout,
+            slot,
+            script: call.script.to_string(),
+            timeout: call.timeout,
+        };
+        Some(Prefetch::new(ready, stream))
+    }
+}
+
+/// A request ready to go, with its slot: what [`Prefetch`] carries besides the connection.
+pub(super) struct Ready {
+    pub(super) pool: Arc<Pool>,
+    /// BEGIN_REQUEST, the params and the empty FCGI_STDIN.
+    pub(super) head: Bytes,
+    pub(super) deadline: Instant,
+    pub(super) slot: SlotGuard,
+    pub(super) script: String,
+    pub(super) timeout: Duration,
+}
+
+/// Where an exchange begun elsewhere ([`super::fastcgi_async`]) stands when a blocking run
+/// takes it over: its connection, the bytes read past the last record handled, and whether
+/// any record has come.
+pub(super) struct Handover {
+    pub(super) ready: Ready,
+    /// The connection, if it is still usable; `None` after it failed (then only a retry).
+    pub(super) stream: Option<Stream>,
+    pub(super) inbuf: BytesMut,
+    pub(super) answered: bool,
+}
+
+/// How a request ended, from FCGI_END_REQUEST's appStatus and protocolStatus.
+pub(super) fn ended_from(app_status: u32, protocol_status: u8) -> Ended {
+    match protocol_status {
+        REQUEST_COMPLETE if app_status == 0 => Ended::Success,
+        REQUEST_COMPLETE => Ended::Failed(format!("application status {app_status}")),
+        OVERLOADED => Ended::Refused("the application is overloaded".into()),
+        CANT_MPX_CONN => Ended::Refused("the application cannot take the request".into()),
+        other => Ended::Failed(format!("protocol status {other}")),
+    }
+}
+
+/// The run's error when the upstream's connection failed after the response began. The
+/// operator's log names the upstream; the client never sees this text.
+pub(super) fn cut_short(label: &str, reason: &str) -> RunError {
+    RunError::Io(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("upstream {label}: {reason} before FCGI_END_REQUEST"),
+    ))
+}
+
+/// A blocking run that carries on from a [`Handover`]: reads continue on its connection, or,
+/// when it failed before any answer, the request is sent again on a new one (a GET or HEAD).
+pub(super) fn resume(handover: Handover, errors: &ErrorOutput, abort: &AbortHandle) -> FastCgiRun {
+    let Handover {
+        ready,
+        stream,
+        inbuf,
+        answered,
+    } = handover;
+    let feed = Feed::default();
+    feed.source_ended.store(true, Ordering::SeqCst);
+    feed.done.store(true, Ordering::SeqCst);
+    FastCgiRun {
+        pool: ready.pool,
+        reader: stream,
+        writer: None,
+        inbuf,
+        pending: Bytes::new(),
+        answered,
+        stdout_ended: false,
+        end: None,
+        deadline: ready.deadline,
+        abort: abort.clone(),
+        errors: errors.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+        feed: Arc::new(feed),
+        retry: (!answered).then_some(ready.head),
+        waiting_on_new: None,
+        slot: Some(ready.slot),
+        ended: None,
+        script: ready.script,
+        timeout: ready.timeout,
+    }
 }
 
 /// Whether the request's CONTENT_LENGTH says it has no body (absent, empty or 0).
 fn announces_no_body(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    env.iter()
-        .rev()
-        .find(|(name, _)| name == "CONTENT_LENGTH")
-        .is_none_or(|(_, value)| {
-            let value = value.as_bytes().trim_ascii();
-            value.is_empty() || value.iter().all(|&b| b == b'0')
-        })
+    let announced = env.iter().rev().find(|(name, _)| name == "CONTENT_LENGTH");
+    crate::request::no_body_announced(announced.map(|(_, value)| value.as_bytes()))
 }
 
 /// Encodes the environment as FCGI_PARAMS records, ended by an empty one. Pairs are packed
@@ -648,7 +758,7 @@ fn encode_params(env: &[(std::ffi::OsString, std::ffi::OsString)], out: &mut Byt
 }
 
 /// One request in flight on one connection.
-struct FastCgiRun {
+pub(super) struct FastCgiRun {
     pool: Arc<Pool>,
     /// The connection; taken when it is checked back into the pool.
     reader: Option<Stream>,
@@ -805,16 +915,7 @@ impl FastCgiRun {
     /// connection, when nothing of the body has been taken (a GET or HEAD). Otherwise the
     /// connection's failure is the run's.
     fn retry_or_fail(&mut self, reason: &str) -> Result<(), RunError> {
-        // The operator's log names the upstream; the client never sees this text.
-        let fail = || {
-            RunError::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "upstream {}: {reason} before FCGI_END_REQUEST",
-                    self.pool.label
-                ),
-            ))
-        };
+        let fail = || cut_short(&self.pool.label, reason);
         let Some(head) = self.retry.take() else {
             return Err(fail());
         };
@@ -929,13 +1030,7 @@ impl ScriptRun for FastCgiRun {
         let Some((app_status, protocol_status)) = self.end else {
             return Err(RunError::Aborted);
         };
-        let ended = match protocol_status {
-            REQUEST_COMPLETE if app_status == 0 => Ended::Success,
-            REQUEST_COMPLETE => Ended::Failed(format!("application status {app_status}")),
-            OVERLOADED => Ended::Refused("the application is overloaded".into()),
-            CANT_MPX_CONN => Ended::Refused("the application cannot take the request".into()),
-            other => Ended::Failed(format!("protocol status {other}")),
-        };
+        let ended = ended_from(app_status, protocol_status);
         // The connection itself goes back to the pool, not a duplicate of it: no dup(2) and
         // close(2) per request.
         if self.finished_cleanly()
