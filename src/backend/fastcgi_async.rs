@@ -55,12 +55,18 @@ impl Prefetch {
         let wake = Arc::clone(&aborted);
         // `notify_one` keeps its permit when nobody waits yet: an abort is never missed.
         abort.on_abort(Some(Box::new(move || wake.notify_one())));
+        let pool = Arc::clone(&self.ready.pool);
         let fetched = if abort.is_aborted() {
             failed(BytesMut::new(), RunError::Aborted)
         } else {
             exchange(self.ready, self.stream, errors, abort, &aborted).await
         };
         abort.on_abort(None);
+        let counter = match fetched.whole {
+            true => &pool.on_task,
+            false => &pool.handed_over,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         fetched
     }
 }

@@ -125,6 +125,8 @@ impl Upstreams {
                 idle: pool.lock_idle().len(),
                 waiting: pool.in_use.waiting(),
                 opened: pool.opened.load(Ordering::Relaxed),
+                on_task: pool.on_task.load(Ordering::Relaxed),
+                handed_over: pool.handed_over.load(Ordering::Relaxed),
             })
             .collect();
         all.sort_by(|a, b| a.upstream.cmp(&b.upstream));
@@ -145,6 +147,11 @@ pub struct UpstreamConnections {
     pub waiting: usize,
     /// Connections opened since start.
     pub opened: u64,
+    /// Requests exchanged and finished on the front end's task, without a blocking thread.
+    pub on_task: u64,
+    /// Requests begun on the front end's task and then handed to a blocking thread (a
+    /// response past the buffer, or a kept connection to retry).
+    pub handed_over: u64,
 }
 
 /// Where an upstream listens.
@@ -374,6 +381,9 @@ pub(super) struct Pool {
     waiting_on_new: AtomicUsize,
     /// Connections opened since start.
     opened: AtomicU64,
+    /// Requests exchanged on a front end's task: finished there, or handed over.
+    pub(super) on_task: AtomicU64,
+    pub(super) handed_over: AtomicU64,
 }
 
 impl Pool {
@@ -386,6 +396,8 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             waiting_on_new: AtomicUsize::new(0),
             opened: AtomicU64::new(0),
+            on_task: AtomicU64::new(0),
+            handed_over: AtomicU64::new(0),
         });
         if pool.config.keep_idle > 0 {
             let reaped = Arc::clone(&pool);
