@@ -148,14 +148,15 @@ impl Engine {
         self.begin_with(job, true)
     }
 
-    /// Answers a request begun as [`Begun::Forward`] from the run its prefetch gave, as
-    /// [`Engine::handle`] would once the page has started: the same head parse, buffering,
-    /// validators, coding, Range, and failures. It blocks only on what `run` blocks on.
+    /// Answers a request begun as [`Begun::Forward`] from the run its prefetch gave (or the
+    /// failure that kept it from starting), as [`Engine::handle`] would once the page has
+    /// started: the same head parse, buffering, validators, coding, Range, and failures. It
+    /// blocks only on what `run` blocks on.
     pub fn finish(
         &self,
         request: &Request,
         forward: Box<Forward>,
-        run: Box<dyn ScriptRun>,
+        run: Result<Box<dyn ScriptRun>, Failure>,
         errors: &ErrorOutput,
         abort: &AbortHandle,
         sink: &mut dyn ResponseSink,
@@ -176,7 +177,7 @@ impl Engine {
             },
             found_for_local_redirects: self.found_for_local_redirects,
         };
-        let result = match read_output(&page.plan, run, &ex) {
+        let result = match run.and_then(|run| read_output(&page.plan, run, &ex)) {
             Ok(output) => self.deliver(&page, output, &mut ex),
             Err(failure) => Err(failure),
         };

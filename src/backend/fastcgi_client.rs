@@ -32,7 +32,7 @@ pub(super) const REQUEST_ID: u16 = 1;
 /// How often a blocked read or write wakes to check the deadline and the abort flag.
 pub(super) const TICK: Duration = Duration::from_millis(50);
 /// A TCP upstream that does not accept within this time is unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Body bytes per FCGI_STDIN record read from the request body.
 const STDIN_CHUNK: usize = 32 * 1024;
 
@@ -205,7 +205,7 @@ impl Address {
 }
 
 /// Why no connection was made.
-enum Unconnected {
+pub(super) enum Unconnected {
     /// The upstream is not there (no socket, refused, no route).
     Unreachable(io::Error),
     /// It is there but takes no connection now (its listen queue is full).
@@ -221,7 +221,7 @@ impl From<io::Error> for Unconnected {
 }
 
 /// How often a connect to a full unix listen queue is tried again.
-const CONNECT_RETRY: Duration = Duration::from_millis(5);
+pub(super) const CONNECT_RETRY: Duration = Duration::from_millis(5);
 
 fn connect_unix(
     path: &std::path::Path,
@@ -271,7 +271,7 @@ impl Stream {
         })
     }
 
-    fn set_timeouts(&self, tick: Option<Duration>) -> io::Result<()> {
+    pub(super) fn set_timeouts(&self, tick: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Unix(s) => {
                 s.set_read_timeout(tick)?;
@@ -368,12 +368,12 @@ struct IdleConnection {
 
 /// The connections to one upstream.
 pub(super) struct Pool {
-    address: Address,
+    pub(super) address: Address,
     /// The address as configured, for the log.
     pub(super) label: String,
     config: PoolConfig,
     /// Connections in use, capped at `max_connections`.
-    in_use: Arc<Slots>,
+    pub(super) in_use: Arc<Slots>,
     idle: Mutex<Vec<IdleConnection>>,
     /// Requests sent on new connections that have no answer yet: while there are any, a
     /// finished connection is closed rather than kept, since the worker it holds may be the
@@ -450,19 +450,29 @@ impl Pool {
         let stream = self
             .address
             .connect(limit, call.abort)
-            .map_err(|e| match e {
-                Unconnected::Unreachable(e) => Failure::UpstreamUnreachable {
-                    address: self.label.clone(),
-                    reason: e.to_string(),
-                },
-                Unconnected::Busy(reason) => Failure::UpstreamRefused {
-                    script: call.script.to_string(),
-                    reason: format!("upstream {}: {reason}", self.label),
-                },
-                Unconnected::Aborted => Failure::Io(io::ErrorKind::ConnectionAborted.into()),
-            })?;
+            .map_err(|e| self.unconnected(e, call.script))?;
         self.opened.fetch_add(1, Ordering::Relaxed);
         Ok(stream)
+    }
+
+    /// The failure of a connection not made: unreachable is 502, busy 503.
+    pub(super) fn unconnected(&self, e: Unconnected, script: &str) -> Failure {
+        match e {
+            Unconnected::Unreachable(e) => Failure::UpstreamUnreachable {
+                address: self.label.clone(),
+                reason: e.to_string(),
+            },
+            Unconnected::Busy(reason) => Failure::UpstreamRefused {
+                script: script.to_string(),
+                reason: format!("upstream {}: {reason}", self.label),
+            },
+            Unconnected::Aborted => Failure::Io(io::ErrorKind::ConnectionAborted.into()),
+        }
+    }
+
+    /// Counts a connection opened.
+    pub(super) fn note_opened(&self) {
+        self.opened.fetch_add(1, Ordering::Relaxed);
     }
 
     /// FCGI_BEGIN_REQUEST and the environment as FCGI_PARAMS: every request's first bytes.
@@ -640,26 +650,27 @@ impl Backend for FastCgiBackend {
         Ok(Box::new(run))
     }
 
-    /// A GET or HEAD announcing no body, with a slot free (no request waiting for one) and a
-    /// kept connection in hand: the whole request is known, and its exchange can run on the
-    /// front end's task ([`super::fastcgi_async`]). Anything else starts as above.
+    /// A GET or HEAD announcing no body: the whole request is known before it goes, so its
+    /// exchange (the slot, the connection, the response) can run on the front end's task
+    /// ([`super::fastcgi_async`]). Not for a TCP upstream named by host name, whose lookup
+    /// would block. Anything else starts as above.
     fn prefetch(&self, call: &ScriptCall<'_>) -> Option<Prefetch> {
-        if !self.retry_safe || !announces_no_body(call.env) {
+        let connectable = match &self.pool.address {
+            Address::Unix(_) => true,
+            Address::Tcp(target) => target.parse::<std::net::SocketAddr>().is_ok(),
+        };
+        if !self.retry_safe || !connectable || !announces_no_body(call.env) {
             return None;
         }
-        let slot = self.pool.in_use.try_acquire()?;
-        let stream = self.pool.take_idle()?;
         let mut head = self.pool.begin_and_params(call.env);
         encode_stream(STDIN, REQUEST_ID, &[], &mut head);
-        let ready = Ready {
-            pool: Arc::clone(&self.pool),
-            head: head.freeze(),
-            deadline: Instant::now() + call.timeout,
-            slot,
-            script: call.script.to_string(),
-            timeout: call.timeout,
-        };
-        Some(Prefetch::new(ready, stream))
+        Some(Prefetch::new(
+            Arc::clone(&self.pool),
+            head.freeze(),
+            Instant::now() + call.timeout,
+            call.script.to_string(),
+            call.timeout,
+        ))
     }
 }
 
@@ -683,6 +694,8 @@ pub(super) struct Handover {
     pub(super) stream: Option<Stream>,
     pub(super) inbuf: BytesMut,
     pub(super) answered: bool,
+    /// The connection was kept from an earlier request (only then is a retry allowed).
+    pub(super) reused: bool,
 }
 
 /// How a request ended, from FCGI_END_REQUEST's appStatus and protocolStatus.
@@ -713,6 +726,7 @@ pub(super) fn resume(handover: Handover, errors: &ErrorOutput, abort: &AbortHand
         stream,
         inbuf,
         answered,
+        reused,
     } = handover;
     let feed = Feed::default();
     feed.source_ended.store(true, Ordering::SeqCst);
@@ -731,7 +745,7 @@ pub(super) fn resume(handover: Handover, errors: &ErrorOutput, abort: &AbortHand
         errors: errors.clone(),
         stop: Arc::new(AtomicBool::new(false)),
         feed: Arc::new(feed),
-        retry: (!answered).then_some(ready.head),
+        retry: (reused && !answered).then_some(ready.head),
         waiting_on_new: None,
         slot: Some(ready.slot),
         ended: None,
@@ -805,12 +819,12 @@ pub(super) struct FastCgiRun {
 
 /// Counts one request waiting for the first answer on a new connection (see
 /// `Pool::waiting_on_new`), for as long as it is held.
-struct WaitingOnNew {
+pub(super) struct WaitingOnNew {
     pool: Arc<Pool>,
 }
 
 impl WaitingOnNew {
-    fn new(pool: &Arc<Pool>) -> Self {
+    pub(super) fn new(pool: &Arc<Pool>) -> Self {
         pool.waiting_on_new.fetch_add(1, Ordering::SeqCst);
         WaitingOnNew {
             pool: Arc::clone(pool),

@@ -25,6 +25,7 @@ use super::codec::{Outgoing, REQUEST_COMPLETE};
 use crate::backend::{AbortHandle, Input};
 use crate::backend::{ErrorOutput, Prefetch, ScriptRun};
 use crate::engine::{Begun, Forward, Job, Outcome, RequestBody};
+use crate::failure::Failure;
 use crate::front_end;
 use crate::request::Request;
 use crate::response::{ResponseHead, ResponseSink, cgi_head_bytes};
@@ -364,7 +365,11 @@ fn run_job(
 fn finish(
     service: &Service,
     request: &Request,
-    (forward, run, mut sink): (Box<Forward>, Box<dyn ScriptRun>, RecordSink),
+    (forward, run, mut sink): (
+        Box<Forward>,
+        Result<Box<dyn ScriptRun>, Failure>,
+        RecordSink,
+    ),
     errors: &ErrorOutput,
     abort: &AbortHandle,
     started: Instant,
