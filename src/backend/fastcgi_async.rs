@@ -362,6 +362,7 @@ async fn exchange(
                     let ended = ended_from(app, protocol);
                     if ended == Ended::Success
                         && inbuf.is_empty()
+                        && ready.pool.wants_one()
                         && let Ok(kept) = stream.into_std()
                         && (reused || kept.set_timeouts(Some(TICK)).is_ok())
                     {

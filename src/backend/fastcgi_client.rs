@@ -497,9 +497,17 @@ impl Pool {
         Ok(fresh)
     }
 
+    /// Whether [`Pool::check_in`] would keep a connection now, for a caller that must first
+    /// turn it back into a blocking socket (three system calls spared when not).
+    pub(super) fn wants_one(&self) -> bool {
+        self.config.keep_idle > 0
+            && self.waiting_on_new.load(Ordering::SeqCst) == 0
+            && self.lock_idle().len() < self.config.keep_idle
+    }
+
     /// Keeps a connection whose request completed cleanly, when the pool wants it.
     pub(super) fn check_in(&self, stream: Stream) {
-        if self.config.keep_idle == 0 || self.waiting_on_new.load(Ordering::SeqCst) > 0 {
+        if !self.wants_one() {
             return;
         }
         let mut idle = self.lock_idle();
