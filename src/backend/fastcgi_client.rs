@@ -1,6 +1,7 @@
 //! The script as a request to a FastCGI application already running (php-fpm, or any
 //! FastCGI 1.0 responder): our own record layer ([`crate::fastcgi_protocol`]) in the client's
-//! direction, on blocking sockets, with a small pool of kept connections per upstream.
+//! direction, on blocking sockets, with a small pool of kept connections per upstream (which
+//! [`super::fastcgi_async`] shares for the requests it runs on a front end's task).
 //!
 //! One request per connection at a time (request id 1, no multiplexing: php-fpm says
 //! `FCGI_MPXS_CONNS=0`). FCGI_STDIN is written by a feeder thread while FCGI_STDOUT is read,

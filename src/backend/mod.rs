@@ -152,9 +152,9 @@ pub trait Backend: Send + Sync {
         abort: &AbortHandle,
     ) -> Result<Box<dyn ScriptRun>, Failure>;
 
-    /// What a front end needs to run this request itself, without a blocking thread, when
-    /// the backend can: a bodiless request, nothing to wait for (a free slot, a kept
-    /// connection in hand). `None` (the default, and every process) means [`Backend::start`].
+    /// What a front end needs to run this request itself on an async task, without a
+    /// blocking thread, when the backend can (a FastCGI application and a bodiless GET or
+    /// HEAD). `None` (the default, and every process) means [`Backend::start`].
     fn prefetch(&self, _call: &ScriptCall<'_>) -> Option<Prefetch> {
         None
     }

@@ -1,6 +1,8 @@
 //! One FastCGI request handed to the synchronous engine on a blocking thread, through
 //! adapters: FCGI_PARAMS become the `Request`, FCGI_STDIN a streamed body, the engine's sink
-//! FCGI_STDOUT records, and the script's stderr FCGI_STDERR records.
+//! FCGI_STDOUT records, and the script's stderr FCGI_STDERR records. A request the engine
+//! begins as a forward to a FastCGI application runs on a task instead ([`begin`]), and only a
+//! response still streaming goes to a blocking thread.
 //!
 //! Both directions go through bounded channels, so neither a large upload nor a large
 //! response is ever held whole: the connection stops reading when the script stops reading
@@ -153,8 +155,8 @@ pub enum Begin {
     Started(Started),
 }
 
-/// Begins request `id` on the connection's task ([`Engine::begin`]): a declared 304 or 412 is
-/// answered at once; a page its backend made ready runs on a task of its own ([`forward`]);
+/// Begins request `id` on the connection's task ([`crate::engine::Engine::begin`]): a declared 304 or 412 is
+/// answered at once; a page its backend made ready runs on a task of its own (`forward_on_task`);
 /// anything else goes to the engine on a blocking thread ([`start`]).
 pub fn begin(service: &Arc<Service>, id: u16, request: Request, out: mpsc::Sender<Frame>) -> Begin {
     let started = Instant::now();
