@@ -11,7 +11,8 @@
 # Prints a markdown section. DURATION (default 5s), CONNECTIONS (default 16). COUNTS=1 adds,
 # for the page's 200 through the responder, counts per request that do not depend on the load:
 # the responder's system calls (strace -c) and context switches (perf stat), with php-fpm's and
-# nginx's context switches for scale.
+# nginx's context switches for scale. BIN=PATH runs another build of http-conditional (say
+# main's, copied aside) instead of building this tree, for figures side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -21,8 +22,12 @@ source bench/lib.sh
 bench_need nginx:nginx php-fpm8.2:php-fpm wrk:wrk curl:curl python3:python3
 php -m 2>/dev/null | grep -qi pdo_sqlite || bench_need php-sqlite-missing:php8.2-sqlite3
 
-cargo build --release --quiet
-bin=${CARGO_TARGET_DIR:-$repo/target}/release/http-conditional
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN
+else
+  cargo build --release --quiet
+  bin=${CARGO_TARGET_DIR:-$repo/target}/release/http-conditional
+fi
 
 work=$(mktemp -d /tmp/hc-bench-fpm.XXXXXX)
 chmod 755 "$work"
@@ -97,13 +102,15 @@ bench_start php-fpm8.2 -F -R -y "$work/run/fpm.conf"
 # As root the responder runs scripts only as the user --user names: here root itself.
 as_user=()
 if [ "$(id -u)" = 0 ]; then as_user=(--user root); fi
-bench_start "$bin" fastcgi --root "$work/www" --listen "unix:$work/run/hc.sock" "${as_user[@]}"
+port_of() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+metrics_port=$(port_of)
+bench_start "$bin" fastcgi --root "$work/www" --listen "unix:$work/run/hc.sock" "${as_user[@]}" \
+  --metrics "127.0.0.1:$metrics_port"
 hc_pid=${bench_pids[-1]}
 for sock in fpm hc; do
   for _ in $(seq 100); do [ -S "$work/run/$sock.sock" ] && break; sleep 0.05; done
 done
 
-port_of() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 ours_port=$(port_of)
 direct_port=$(port_of)
 cp nginx-conf/http-conditional-params.conf "$work/nginx/params.conf"
@@ -155,7 +162,13 @@ wrk -t2 -c"$connections" -d1s "$ours/page.php" >/dev/null
 wrk -t2 -c"$connections" -d1s "$direct/page.php" >/dev/null
 echo "bench/php-fpm.sh: running, about $((6 * ${duration%s} + 20)) s" >&2
 rps direct200 "$direct/page.php"; direct200=$RPS
+# Where the responder's forwarded 200s were exchanged (a build without the family says 0).
+sample() { curl -s "http://127.0.0.1:$metrics_port/metrics" | sed -n "s/^http_conditional_$1 //p" | awk '{ s += $1 } END { print s + 0 }'; }
+runs_before=$(sample 'script_runs_total{backend="fastcgi"}')
+task_before=$(sample 'upstream_task_exchanges_total{.*finished="task"}')
 rps ours200 "$ours/page.php"; ours200=$RPS
+on_task=$(( $(sample 'upstream_task_exchanges_total{.*finished="task"}') - task_before ))
+forwarded=$(( $(sample 'script_runs_total{backend="fastcgi"}') - runs_before ))
 rps ours304 -H "If-None-Match: $page_tag" "$ours/page.php"; ours304=$RPS
 rps orig304 -H "If-None-Match: $orig_tag" "$direct/original.php"; orig304=$RPS
 rps heavy304 -H "If-None-Match: $heavy_tag" "$direct/heavy.php"; heavy304=$RPS
@@ -232,6 +245,7 @@ The page is $size bytes of HTML rendered by PHP from a JSON file it depends on.
 | our 304 / the original library's 304 in php-fpm | $r304 | ≥ 1.5 ($(verdict "$r304" 1.5)) |
 | our 304 / a set-up page's own 304 in php-fpm | $rheavy | |
 
+Of the $forwarded pages the responder forwarded in its 200 run, $on_task were exchanged and answered on the connection's task (no blocking thread).
 Responder RSS: $(mib "$rss_start") MiB at start, $(mib "$rss_end") MiB after $served requests through it.
 wrk errors: ${errors_seen:-none}.
 $counts

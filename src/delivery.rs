@@ -60,7 +60,7 @@ pub(crate) fn start(
     extra: &[(&str, OsString)],
     ex: &mut Exchange<'_>,
 ) -> Result<Output, Failure> {
-    let mut running = plan.start(
+    let running = plan.start(
         Purpose::Page,
         ex.request,
         extra,
@@ -70,6 +70,15 @@ pub(crate) fn start(
     )?;
     // Only a script that started has the body; otherwise the failure answer still reads it.
     ex.progress.input_taken = true;
+    read_output(plan, running, ex)
+}
+
+/// Reads a started run's head and as much body as fits the buffer.
+pub(crate) fn read_output(
+    plan: &Plan,
+    mut running: Box<dyn ScriptRun>,
+    ex: &Exchange<'_>,
+) -> Result<Output, Failure> {
     let mut buffered = Vec::with_capacity(8 * 1024);
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut at_eof = false;

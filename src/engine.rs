@@ -4,16 +4,17 @@
 //! without running it when it can,
 //! and otherwise runs it and passes its response on with validators, cache policy and coding.
 
+use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::backend::{AbortHandle, ErrorOutput};
+use crate::backend::{AbortHandle, ErrorOutput, Input, Prefetch, ScriptRun};
 use crate::cache_policy::CachePolicy;
 use crate::declaration::{Declaration, Declared, EtagBasis, Privacy};
 use crate::declarations::Declarations;
-use crate::delivery::{Exchange, Progress, finish_silently, send, start};
+use crate::delivery::{Exchange, Output, Progress, finish_silently, read_output, send, start};
 use crate::digest_cache::DigestCache;
 use crate::encoding::{self, Coding};
 use crate::failure::Failure;
@@ -134,20 +135,168 @@ impl Engine {
             progress: Progress::default(),
             found_for_local_redirects: self.found_for_local_redirects,
         };
-        let failure = match self.respond(job, &mut ex) {
-            Ok(mut outcome) => {
-                outcome.runs = ex.progress.runs;
-                outcome.script = ex.progress.script.take();
-                return outcome;
-            }
-            Err(failure) => failure,
+        let result = self.respond(job, &mut ex);
+        conclude(&named(job), ex, result)
+    }
+
+    /// How `job` begins, decided on the caller's thread: a 304 or 412 without running
+    /// anything (as [`Engine::answer_without_running`]), a page its backend has made ready
+    /// for the front end to run itself ([`Begun::Forward`], then [`Engine::finish`]), or
+    /// anything else, which [`Engine::handle`] answers. Its work is the declaration's stats;
+    /// a failure here is left to `handle` to answer and log.
+    pub fn begin(&self, job: &Job<'_>) -> Begun {
+        self.begin_with(job, true)
+    }
+
+    /// Answers a request begun as [`Begun::Forward`] from the run its prefetch gave (or the
+    /// failure that kept it from starting), as [`Engine::handle`] would once the page has
+    /// started: the same head parse, buffering, validators, coding, Range, and failures. It
+    /// blocks only on what `run` blocks on.
+    pub fn finish(
+        &self,
+        request: &Request,
+        forward: Box<Forward>,
+        run: Result<Box<dyn ScriptRun>, Failure>,
+        errors: &ErrorOutput,
+        abort: &AbortHandle,
+        sink: &mut dyn ResponseSink,
+    ) -> Outcome {
+        let Forward { page, name } = *forward;
+        let mut body = NoBody;
+        let mut ex = Exchange {
+            request,
+            body: &mut body,
+            errors,
+            abort,
+            sink,
+            progress: Progress {
+                // The page has started: nothing of a body is left to read.
+                input_taken: true,
+                script: Some(page.plan.script.real_path.clone()),
+                ..Progress::default()
+            },
+            found_for_local_redirects: self.found_for_local_redirects,
         };
-        let name = job
-            .script
-            .as_deref()
-            .and_then(|p| p.file_name())
-            .unwrap_or_default()
-            .to_string_lossy();
+        let result = match run.and_then(|run| read_output(&page.plan, run, &ex)) {
+            Ok(output) => self.deliver(&page, output, &mut ex),
+            Err(failure) => Err(failure),
+        };
+        ex.progress.runs = page.plan.runs();
+        conclude(&name, ex, result)
+    }
+
+    /// [`Engine::begin`]; with `forward` false, only a 304 or 412 is looked for.
+    fn begin_with(&self, job: &Job<'_>, forward: bool) -> Begun {
+        let request = job.request;
+        let forward = forward
+            && request.method().is_get_or_head()
+            && request.announces_no_body()
+            && self.backends.may_forward(request);
+        // Without a precondition there is nothing to answer but the page: no work here that
+        // `handle` would only do again.
+        if !forward && !has_preconditions(request) {
+            return Begun::Handle;
+        }
+        let Ok((plan, found)) = self.prepare(job) else {
+            return Begun::Handle;
+        };
+        let mut page = Page {
+            plan,
+            declared: None,
+            extra: Vec::new(),
+        };
+        if let Some(found) = found {
+            let declaration = &found.declaration;
+            if declaration.probe || declaration.etag == EtagBasis::Content {
+                return Begun::Handle;
+            }
+            let now = SystemTime::now();
+            match decide(&page.plan, declaration, request, None, None, now) {
+                Decided::Answer(head, body, rule) => {
+                    let mut outcome = Outcome::bodiless(head.status, Answer::WithoutRunning(rule));
+                    outcome.body_bytes = body.len() as u64;
+                    outcome.script = Some(page.plan.script.real_path.clone());
+                    return Begun::Answered(AnsweredWithoutRunning {
+                        head,
+                        body,
+                        outcome,
+                    });
+                }
+                Decided::Proceed(representation) => {
+                    page.declare(found, representation, request, now)
+                }
+            }
+        }
+        if !forward {
+            return Begun::Handle;
+        }
+        match page.plan.prefetch(request, &page.extra) {
+            Some(prefetch) => Begun::Forward {
+                forward: Box::new(Forward {
+                    page,
+                    name: named(job).into_owned(),
+                }),
+                prefetch,
+            },
+            None => Begun::Handle,
+        }
+    }
+
+    /// The response once the page's output has been read: a declared script's 200 with the
+    /// wrapper's validators, or a pass-through script's own.
+    fn deliver(
+        &self,
+        page: &Page,
+        output: Output,
+        ex: &mut Exchange<'_>,
+    ) -> Result<Outcome, Failure> {
+        match &page.declared {
+            Some(declared) => declared_output(
+                &page.plan,
+                &declared.found.declaration,
+                &declared.representation,
+                self.digest_cache.as_deref(),
+                output,
+                ex,
+            ),
+            None => pass_through(&page.plan, output, ex),
+        }
+    }
+}
+
+/// The script's file name as the request named it, for log lines.
+fn named<'a>(job: &'a Job<'_>) -> std::borrow::Cow<'a, str> {
+    job.script
+        .as_deref()
+        .and_then(|p| p.file_name())
+        .unwrap_or_default()
+        .to_string_lossy()
+}
+
+/// Whether the request sends a precondition (RFC 9110 §13.1).
+fn has_preconditions(request: &Request) -> bool {
+    const PRECONDITIONS: [&str; 4] = [
+        "HTTP_IF_MATCH",
+        "HTTP_IF_NONE_MATCH",
+        "HTTP_IF_MODIFIED_SINCE",
+        "HTTP_IF_UNMODIFIED_SINCE",
+    ];
+    PRECONDITIONS.iter().any(|h| request.header(h).is_some())
+}
+
+/// The outcome of a request once answered; a failure becomes its status (the contract's
+/// table), or, once the head is out, an incomplete outcome.
+fn conclude(name: &str, mut ex: Exchange<'_>, result: Result<Outcome, Failure>) -> Outcome {
+    let abort = ex.abort;
+    let failure = match result {
+        Ok(mut outcome) => {
+            outcome.runs = ex.progress.runs;
+            outcome.script = ex.progress.script.take();
+            return outcome;
+        }
+        Err(failure) => failure,
+    };
+    {
         // A client that went away is routine for a web server, not worth a log line.
         let client_gone = abort.is_aborted()
             || matches!(&failure, Failure::Io(e) if matches!(
@@ -183,7 +332,9 @@ impl Engine {
         outcome.body_bytes = text.len() as u64;
         outcome
     }
+}
 
+impl Engine {
     /// The answer to `job` when it needs no script and no probe to run: a declared script's
     /// 304 or 412, decided exactly as [`Engine::handle`] decides it. A front end calls it on
     /// its own task before handing the request to `handle` on a blocking thread, and sends
@@ -193,39 +344,10 @@ impl Engine {
     /// files), and every failure, which `handle` then answers and logs as usual. The work done
     /// here is the declaration's stats (the sidecar, the script, its `depends_on`).
     pub fn answer_without_running(&self, job: &Job<'_>) -> Option<AnsweredWithoutRunning> {
-        // Without a precondition there is nothing to answer but the page: no work here that
-        // `handle` would only do again.
-        const PRECONDITIONS: [&str; 4] = [
-            "HTTP_IF_MATCH",
-            "HTTP_IF_NONE_MATCH",
-            "HTTP_IF_MODIFIED_SINCE",
-            "HTTP_IF_UNMODIFIED_SINCE",
-        ];
-        if !PRECONDITIONS
-            .iter()
-            .any(|h| job.request.header(h).is_some())
-        {
-            return None;
+        match self.begin_with(job, false) {
+            Begun::Answered(answer) => Some(answer),
+            _ => None,
         }
-        let (plan, found) = self.prepare(job).ok()?;
-        let declaration = &found.as_deref()?.declaration;
-        if declaration.probe || declaration.etag == EtagBasis::Content {
-            return None;
-        }
-        let now = SystemTime::now();
-        let Decided::Answer(head, body, rule) =
-            decide(&plan, declaration, job.request, None, None, now)
-        else {
-            return None;
-        };
-        let mut outcome = Outcome::bodiless(head.status, Answer::WithoutRunning(rule));
-        outcome.body_bytes = body.len() as u64;
-        outcome.script = Some(plan.script.real_path.clone());
-        Some(AnsweredWithoutRunning {
-            head,
-            body,
-            outcome,
-        })
     }
 
     /// The resolved script, how it would run, and what is declared for it.
@@ -252,22 +374,137 @@ impl Engine {
     fn respond(&self, job: &Job<'_>, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> {
         let (plan, found) = self.prepare(job)?;
         ex.progress.script = Some(plan.script.real_path.clone());
-        let probes = Probes {
-            cache: self.probe_cache.as_deref(),
+        let mut page = Page {
+            plan,
+            declared: None,
+            extra: Vec::new(),
         };
-        let result = match found.as_deref() {
-            Some(found) => declared(
-                &plan,
-                &found.declaration,
-                &probes,
-                self.digest_cache.as_deref(),
-                ex,
-            ),
-            None => pass_through(&plan, ex),
-        };
-        ex.progress.runs = plan.runs();
+        let result = self.run_page(&mut page, found, ex);
+        ex.progress.runs = page.plan.runs();
         result
     }
+
+    /// A declared script's 304 or 412 without running it when the conditions allow (after its
+    /// probe, if it has one), else the page run and delivered.
+    fn run_page(
+        &self,
+        page: &mut Page,
+        found: Option<Arc<Declared>>,
+        ex: &mut Exchange<'_>,
+    ) -> Result<Outcome, Failure> {
+        if let Some(found) = found {
+            let request = ex.request;
+            let declaration = &found.declaration;
+            let probes = Probes {
+                cache: self.probe_cache.as_deref(),
+            };
+            let now = SystemTime::now();
+            let probe = probes.answer(&page.plan, declaration, request, ex.errors, ex.abort)?;
+            let digests = self.digest_cache.as_deref();
+            match decide(&page.plan, declaration, request, probe, digests, now) {
+                Decided::Answer(head, body, rule) => return answer_now(&head, body, rule, ex),
+                Decided::Proceed(representation) => {
+                    page.declare(Arc::clone(&found), representation, request, now);
+                }
+            }
+        }
+        let output = start(&page.plan, &page.extra, ex)?;
+        self.deliver(page, output, ex)
+    }
+}
+
+/// How a request begins ([`Engine::begin`]).
+pub enum Begun {
+    /// A declared script's 304 or 412, decided without running it.
+    Answered(AnsweredWithoutRunning),
+    /// The page, to be run by the front end with `prefetch` and answered by
+    /// [`Engine::finish`].
+    Forward {
+        /// What the engine settled before the run.
+        forward: Box<Forward>,
+        /// The request as its backend made it ready.
+        prefetch: Prefetch,
+    },
+    /// Anything else: [`Engine::handle`].
+    Handle,
+}
+
+/// What the engine settled about a page before it runs ([`Begun::Forward`]), kept for
+/// [`Engine::finish`]: its plan and, for a declared script, the validators it was decided on.
+pub struct Forward {
+    page: Page,
+    /// The script's name as requested, for log lines.
+    name: String,
+}
+
+/// A page about to run: how, and for a declared script what it was decided on.
+struct Page {
+    plan: Plan,
+    declared: Option<DeclaredPage>,
+    /// Variables the page gets besides the request's (a feed's `CONDITIONAL_CLIENT_DATE`).
+    extra: Vec<(&'static str, OsString)>,
+}
+
+/// A declared script that is to run: its declaration and the validators decided on.
+struct DeclaredPage {
+    found: Arc<Declared>,
+    representation: Box<Representation>,
+}
+
+impl Page {
+    /// The page is a declared script that runs, with the validators the decision was made on.
+    fn declare(
+        &mut self,
+        found: Arc<Declared>,
+        representation: Box<Representation>,
+        request: &Request,
+        now: SystemTime,
+    ) {
+        if found.declaration.feed {
+            let conditions = Conditions::from_request(request, now);
+            let client_date = conditions
+                .if_modified_since
+                .value()
+                .map_or(0, |t| unix_seconds(*t));
+            self.extra
+                .push(("CONDITIONAL_CLIENT_DATE", client_date.to_string().into()));
+        }
+        self.declared = Some(DeclaredPage {
+            found,
+            representation,
+        });
+    }
+}
+
+/// The request body for [`Engine::finish`]: the page has it already.
+struct NoBody;
+
+impl RequestBody for NoBody {
+    fn discard(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn take_input(&mut self) -> Input {
+        Input::Null
+    }
+}
+
+/// Sends a 304 or 412 decided without running the script.
+fn answer_now(
+    head: &ResponseHead,
+    body: &[u8],
+    rule: preconditions::Rule,
+    ex: &mut Exchange<'_>,
+) -> Result<Outcome, Failure> {
+    ex.body.discard()?;
+    ex.sink.send_head(head)?;
+    if !body.is_empty() {
+        ex.sink.send_body(body)?;
+    }
+    ex.sink.finish()?;
+    let mut outcome = Outcome::bodiless(head.status, Answer::WithoutRunning(rule));
+    outcome.body_bytes = body.len() as u64;
+    Ok(outcome)
 }
 
 /// A 304 or 412 given without running the script ([`Engine::answer_without_running`]).
@@ -340,44 +577,19 @@ fn negotiated(declaration: &Declaration, request: &Request) -> Coding {
     }
 }
 
-/// A declared script: 304/412 without running it when the conditions allow, else its 200 with
-/// the wrapper's validators, policy and coding.
-fn declared(
+/// A declared script's 200 once its output has been read: the wrapper's validators (refreshed
+/// when the whole page is in), policy and coding.
+fn declared_output(
     plan: &Plan,
     declaration: &Declaration,
-    probes: &Probes<'_>,
+    representation: &Representation,
     digests: Option<&DigestCache>,
+    mut output: Output,
     ex: &mut Exchange<'_>,
 ) -> Result<Outcome, Failure> {
     let request = ex.request;
-    let now = SystemTime::now();
     let method = request.method();
-    let probe = probes.answer(plan, declaration, request, ex.errors, ex.abort)?;
-    let representation = match decide(plan, declaration, request, probe, digests, now) {
-        Decided::Answer(head, body, rule) => {
-            ex.body.discard()?;
-            ex.sink.send_head(&head)?;
-            if !body.is_empty() {
-                ex.sink.send_body(body)?;
-            }
-            ex.sink.finish()?;
-            let mut outcome = Outcome::bodiless(head.status, Answer::WithoutRunning(rule));
-            outcome.body_bytes = body.len() as u64;
-            return Ok(outcome);
-        }
-        Decided::Proceed(representation) => *representation,
-    };
-    let conditions = Conditions::from_request(request, now);
     let coding = negotiated(declaration, request);
-    let mut extra = Vec::new();
-    if declaration.feed {
-        let client_date = conditions
-            .if_modified_since
-            .value()
-            .map_or(0, |t| unix_seconds(*t));
-        extra.push(("CONDITIONAL_CLIENT_DATE", client_date.to_string().into()));
-    }
-    let mut output = start(plan, &extra, ex)?;
     let mut coding_used = Coding::Identity;
     if output.head.status == 200 {
         output.head.remove(&OWNED_HEADERS);
@@ -390,7 +602,7 @@ fn declared(
         // turn a change that succeeded into an error.
         let fresh;
         let representation = if !output.complete {
-            &representation
+            representation
         } else {
             let probed = if method.is_get_or_head() {
                 Ok(representation.derivation.probe_answer())
@@ -417,7 +629,7 @@ fn declared(
                         "{}: validators not refreshed: {failure}",
                         plan.script.name
                     ));
-                    &representation
+                    representation
                 }
             }
         };
@@ -574,9 +786,8 @@ fn representation_at(
 
 /// Runs a script without a sidecar; if its own output carries validators that the request's
 /// conditions match, the client still gets a 304 (bandwidth saved, not CPU).
-fn pass_through(plan: &Plan, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> {
+fn pass_through(plan: &Plan, output: Output, ex: &mut Exchange<'_>) -> Result<Outcome, Failure> {
     let method = ex.request.method();
-    let output = start(plan, &[], ex)?;
     let conditions = Conditions::from_request(ex.request, SystemTime::now());
     let applies = output.head.status == 200 && method.is_get_or_head() && !conditions.is_empty();
     let own =

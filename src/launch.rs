@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime};
 use crate::backend::fastcgi_client::Upstreams;
 use crate::backend::process::ProcessBackend;
 use crate::backend::{
-    AbortHandle, Backend, Ended, ErrorOutput, Input, RunError, ScriptCall, ScriptRun, read_to_end,
+    AbortHandle, Backend, Ended, ErrorOutput, Input, Prefetch, RunError, ScriptCall, ScriptRun,
+    read_to_end,
 };
 use crate::cgi_head::{self, HeadParse};
 use crate::declaration::{self, Declaration};
@@ -52,6 +53,19 @@ impl std::fmt::Debug for Backends {
         f.debug_struct("Backends")
             .field("upstream", &self.upstream)
             .finish_non_exhaustive()
+    }
+}
+
+impl Backends {
+    /// Whether `request` may be forwarded to a FastCGI application: one is named for every
+    /// script or by the request, or a declaration named one before. Only a cheap first test,
+    /// before the script is resolved: its plan says for sure.
+    pub(crate) fn may_forward(&self, request: &Request) -> bool {
+        self.upstream.is_some()
+            || request
+                .var("CONDITIONAL_UPSTREAM")
+                .is_some_and(|u| !u.is_empty())
+            || self.upstreams.used()
     }
 }
 
@@ -257,15 +271,37 @@ impl Plan {
             _ => &self.backend,
         };
         let run = backend.start(&call, input, errors, abort)?;
-        let mut runs = self.runs.get();
-        if probe {
-            runs.probes += 1;
-        } else {
-            runs.page += 1;
-        }
-        runs.backend = Some(backend.kind());
-        self.runs.set(runs);
+        self.note_started(purpose, backend.kind());
         Ok(run)
+    }
+
+    /// The page's request made ready by its backend for the front end to run without a
+    /// blocking thread ([`Backend::prefetch`]), counted as started; `None` when the backend
+    /// cannot (then [`Plan::start`]).
+    pub(crate) fn prefetch(
+        &self,
+        request: &Request,
+        extra: &[(&str, OsString)],
+    ) -> Option<Prefetch> {
+        let env = self.env_for(request, extra);
+        let call = ScriptCall {
+            env: &env,
+            timeout: self.timeout,
+            script: &self.script.name,
+        };
+        let prefetch = self.backend.prefetch(&call)?;
+        self.note_started(Purpose::Page, self.backend.kind());
+        Some(prefetch)
+    }
+
+    fn note_started(&self, purpose: Purpose, backend: &'static str) {
+        let mut runs = self.runs.get();
+        match purpose {
+            Purpose::Probe => runs.probes += 1,
+            Purpose::Page => runs.page += 1,
+        }
+        runs.backend = Some(backend);
+        self.runs.set(runs);
     }
 
     /// Notes a probe answer reused instead of run.

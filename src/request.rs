@@ -127,6 +127,19 @@ impl Request {
     pub fn content_length(&self) -> Option<u64> {
         self.var_str("CONTENT_LENGTH")?.trim().parse().ok()
     }
+
+    /// Whether the server announced no body (every GET through nginx).
+    pub fn announces_no_body(&self) -> bool {
+        no_body_announced(self.var("CONTENT_LENGTH"))
+    }
+}
+
+/// Whether a CONTENT_LENGTH value says there is no body: absent, empty or 0.
+pub fn no_body_announced(content_length: Option<&[u8]>) -> bool {
+    content_length.is_none_or(|value| {
+        let value = value.trim_ascii();
+        value.is_empty() || value.iter().all(|&b| b == b'0')
+    })
 }
 
 /// How a conditional request header was understood.

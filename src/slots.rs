@@ -13,6 +13,8 @@ pub struct Slots {
     queue_timeout: Duration,
     running: Mutex<usize>,
     freed: Condvar,
+    /// Wakes a waiter in [`Slots::acquire_async`] when a slot frees.
+    freed_async: tokio::sync::Notify,
     /// Requests waiting in `acquire` now (the metrics' "waiting for a slot").
     waiting: AtomicUsize,
 }
@@ -31,6 +33,7 @@ impl Slots {
             queue_timeout,
             running: Mutex::new(0),
             freed: Condvar::new(),
+            freed_async: tokio::sync::Notify::new(),
             waiting: AtomicUsize::new(0),
         })
     }
@@ -58,6 +61,53 @@ impl Slots {
         }
         *running += 1;
         Ok(SlotGuard {
+            slots: Arc::clone(self),
+        })
+    }
+
+    /// A slot at once, or `None` when all are taken or others already wait for one (a caller
+    /// that cannot wait goes another way without passing them).
+    pub fn try_acquire(self: &Arc<Self>) -> Option<SlotGuard> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if *running >= self.max || self.waiting.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        *running += 1;
+        Some(SlotGuard {
+            slots: Arc::clone(self),
+        })
+    }
+
+    /// [`Slots::acquire`] for an async task: waits without blocking its thread, counted among
+    /// the waiters, and fails with `Overloaded` (503) when none frees in time.
+    pub async fn acquire_async(self: &Arc<Self>) -> Result<SlotGuard, Failure> {
+        if let Some(slot) = self.try_acquire() {
+            return Ok(slot);
+        }
+        let _waiting = Waiting::enter(&self.waiting);
+        let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        loop {
+            // Registered before looking, so a slot freed in between still wakes this waiter.
+            let freed = self.freed_async.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(slot) = self.take_free() {
+                return Ok(slot);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(Failure::Overloaded(self.queue_timeout));
+            }
+        }
+    }
+
+    /// A free slot, waiters or not.
+    fn take_free(self: &Arc<Self>) -> Option<SlotGuard> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if *running >= self.max {
+            return None;
+        }
+        *running += 1;
+        Some(SlotGuard {
             slots: Arc::clone(self),
         })
     }
@@ -93,7 +143,9 @@ impl Drop for SlotGuard {
     fn drop(&mut self) {
         let mut running = self.slots.running.lock().unwrap_or_else(|p| p.into_inner());
         *running = running.saturating_sub(1);
+        // One waiter of each kind: whichever takes the slot, the other waits on.
         self.slots.freed.notify_one();
+        self.slots.freed_async.notify_one();
     }
 }
 
@@ -110,6 +162,41 @@ mod tests {
         drop(held);
         assert!(slots.acquire().is_ok());
         assert_eq!(slots.in_use(), 0);
+    }
+
+    #[test]
+    fn try_acquire_takes_a_free_slot_and_never_one_others_wait_for() {
+        let slots = Slots::new(1, Duration::from_secs(30));
+        let held = slots.try_acquire().expect("a free slot");
+        assert!(slots.try_acquire().is_none(), "all taken");
+        let other = Arc::clone(&slots);
+        let waiter = std::thread::spawn(move || other.acquire().map(drop).is_ok());
+        while slots.waiting() == 0 {
+            std::thread::yield_now();
+        }
+        drop(held);
+        // The waiter may not have run yet: the slot is free but it is the waiter's.
+        assert!(slots.try_acquire().is_none() || slots.waiting() == 0);
+        assert!(waiter.join().unwrap());
+        assert!(slots.try_acquire().is_some());
+    }
+
+    #[tokio::test]
+    async fn an_async_waiter_gets_the_slot_when_freed_or_a_503_in_time() {
+        let slots = Slots::new(1, Duration::from_secs(30));
+        let held = slots.acquire_async().await.unwrap();
+        let other = Arc::clone(&slots);
+        let waiter = tokio::spawn(async move { other.acquire_async().await.map(drop).is_ok() });
+        while slots.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        assert!(waiter.await.unwrap());
+        assert_eq!(slots.waiting(), 0);
+        let short = Slots::new(1, Duration::from_millis(20));
+        let _held = short.acquire_async().await.unwrap();
+        let err = short.acquire_async().await.unwrap_err();
+        assert_eq!(err.status(), 503);
     }
 
     #[test]

@@ -555,3 +555,197 @@ fn an_idle_kept_connection_is_closed_after_its_idle_timeout_freeing_its_php_fpm_
     // And the responder goes on forwarding, on a new connection.
     assert_eq!(site.get("/page.php?through=2", &[]).status, 200);
 }
+
+/// A site whose responder keeps its php-fpm connections for as long as a test takes and
+/// serves metrics: `upstream_task_exchanges_total` says where each forwarded GET finished
+/// (on the connection's own task, or handed to a blocking thread).
+struct KeptSite {
+    site: Site,
+    metrics: SocketAddr,
+}
+
+impl KeptSite {
+    fn start(label: &str) -> Option<KeptSite> {
+        let port = common::free_port();
+        let address = format!("127.0.0.1:{port}");
+        let flags = ["--upstream-idle-timeout", "300", "--metrics", &address];
+        let site = Site::start(label, Pool::default(), &flags)?;
+        let metrics = address.parse().unwrap();
+        assert!(common::wait_for_port(metrics, PATIENCE), "no metrics port");
+        // The first request opens the connection that the next ones find kept, on the task
+        // too: nothing to wait for on a blocking thread.
+        assert_eq!(site.get("/page.php?first=1", &[]).status, 200);
+        assert_eq!(
+            (
+                site.exchanges("task", metrics),
+                site.exchanges("blocking", metrics)
+            ),
+            (1, 0),
+            "{}",
+            site.logs()
+        );
+        Some(KeptSite { site, metrics })
+    }
+
+    fn exchanges(&self, finished: &str) -> u64 {
+        self.site.exchanges(finished, self.metrics)
+    }
+}
+
+impl Site {
+    /// The responder's `upstream_task_exchanges_total` for `finished` (`task`, `blocking`).
+    fn exchanges(&self, finished: &str, metrics: SocketAddr) -> u64 {
+        let label = format!("finished=\"{finished}\"");
+        http::get(metrics, "/metrics", &[])
+            .text()
+            .lines()
+            .find(|l| {
+                l.starts_with("http_conditional_upstream_task_exchanges_total{")
+                    && l.contains(&label)
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+#[test]
+fn gets_on_a_kept_connection_are_answered_on_the_task_byte_identical_to_php_fpm_direct() {
+    let Some(kept) = KeptSite::start("fpm-task") else {
+        return;
+    };
+    let site = &kept.site;
+    for i in 0..4 {
+        let target = format!("/page.php?n={i}");
+        let ours = site.get(&target, &[]);
+        let direct = site.get_direct(&target);
+        assert_eq!(ours.status, 200, "{}", site.logs());
+        assert_eq!(ours.body, direct.body);
+        assert!(
+            ours.header("ETag").is_some(),
+            "the declared page's validators"
+        );
+    }
+    // A HEAD too: its head as the GET's, no body.
+    let head = http::request(site.nginx.addr, "HEAD", b"/page.php?n=0", &[], b"");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(kept.exchanges("task"), 6, "{}", site.logs());
+    assert_eq!(kept.exchanges("blocking"), 0);
+    // Its 304 afterwards, from the validators the page went out with.
+    let etag = site
+        .get("/page.php?n=9", &[])
+        .header("ETag")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        site.get("/page.php?n=9", &[("If-None-Match", &etag)])
+            .status,
+        304
+    );
+}
+
+#[test]
+fn a_page_past_the_buffer_goes_on_on_a_blocking_thread_byte_identical_to_php_fpm_direct() {
+    let Some(kept) = KeptSite::start("fpm-big") else {
+        return;
+    };
+    let site = &kept.site;
+    // About 700 KB, in php's output chunks, past the 256 KiB that are buffered.
+    site.dir.write(
+        "www/big.php",
+        "<?php header('Content-Type: text/plain'); \
+         for ($i = 0; $i < 20000; $i++) { echo str_pad((string) $i, 34, '.'), \"\\n\"; }\n",
+        false,
+    );
+    let ours = site.get("/big.php", &[]);
+    let direct = site.get_direct("/big.php");
+    assert_eq!(ours.status, 200, "{}", site.logs());
+    assert_eq!(ours.body.len(), 700_000);
+    assert_eq!(md5_hex(&ours.body), md5_hex(&direct.body));
+    assert_eq!(kept.exchanges("blocking"), 1, "{}", site.logs());
+    // The connection went back to the pool after the blocking run; the next GET is on the
+    // task again.
+    assert_eq!(site.get("/page.php?after=1", &[]).status, 200);
+    assert_eq!(kept.exchanges("task"), 2);
+}
+
+#[test]
+fn a_pages_stderr_on_the_task_reaches_the_web_servers_error_log() {
+    let Some(kept) = KeptSite::start("fpm-stderr") else {
+        return;
+    };
+    let site = &kept.site;
+    site.dir.write(
+        "www/noisy.php",
+        "<?php error_log('noisy-marker-one'); error_log('noisy-marker-two'); echo 'quiet';\n",
+        false,
+    );
+    let reply = site.get("/noisy.php", &[]);
+    assert_eq!(reply.status, 200, "{}", site.logs());
+    assert_eq!(reply.text(), "quiet");
+    assert_eq!(kept.exchanges("task"), 2);
+    let logged = eventually(PATIENCE, || {
+        let log = site.nginx.error_log();
+        log.contains("noisy-marker-one") && log.contains("noisy-marker-two")
+    });
+    assert!(logged, "{}", site.logs());
+}
+
+#[test]
+fn a_client_leaving_while_the_task_waits_aborts_its_php_fpm_request() {
+    let Some(kept) = KeptSite::start("fpm-task-abort") else {
+        return;
+    };
+    let site = &kept.site;
+    // Small output, slowly: all of it would fit the buffer, so nothing reaches the client
+    // before the page ends, and only the abort can stop it.
+    site.dir.write(
+        "www/slow.php",
+        "<?php $progress = __DIR__ . '/../slow-progress'; \
+         for ($i = 0; $i < 200; $i++) { echo ' '; flush(); \
+           file_put_contents($progress, \"$i\\n\", FILE_APPEND); usleep(50000); }\n",
+        false,
+    );
+    let progress = site.dir.join("slow-progress");
+    let lines = || {
+        std::fs::read_to_string(&progress)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    {
+        let mut stream = TcpStream::connect(site.nginx.addr).unwrap();
+        write!(
+            stream,
+            "GET /slow.php HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        assert!(eventually(PATIENCE, || lines() >= 3), "{}", site.logs());
+    }
+    let stopped = eventually(PATIENCE, || {
+        let before = lines();
+        std::thread::sleep(Duration::from_millis(500));
+        lines() == before
+    });
+    assert!(stopped, "the page kept running: {} lines", lines());
+    assert!(lines() < 200, "the page ran to its end");
+    assert_eq!(kept.exchanges("task"), 2, "{}", site.logs());
+    // The pool still answers.
+    assert_eq!(site.get("/page.php?after=1", &[]).status, 200);
+}
+
+#[test]
+fn a_page_past_its_timeout_on_the_task_is_a_504() {
+    let Some(kept) = KeptSite::start("fpm-task-timeout") else {
+        return;
+    };
+    let site = &kept.site;
+    site.dir
+        .write("www/sleepy.php", "<?php sleep(5); echo 'late';\n", false);
+    site.dir.sidecar("www/sleepy.php", r#"{"timeout": 1}"#);
+    let reply = site.get("/sleepy.php", &[]);
+    assert_eq!(reply.status, 504, "{}", site.logs());
+    assert_eq!(kept.exchanges("task"), 2, "{}", site.logs());
+    // The timed-out connection was closed, not kept: the next GET opens another.
+    assert_eq!(site.get("/page.php?after=1", &[]).status, 200);
+}

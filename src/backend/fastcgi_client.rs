@@ -1,6 +1,7 @@
 //! The script as a request to a FastCGI application already running (php-fpm, or any
 //! FastCGI 1.0 responder): our own record layer ([`crate::fastcgi_protocol`]) in the client's
-//! direction, on blocking sockets, with a small pool of kept connections per upstream.
+//! direction, on blocking sockets, with a small pool of kept connections per upstream (which
+//! [`super::fastcgi_async`] shares for the requests it runs on a front end's task).
 //!
 //! One request per connection at a time (request id 1, no multiplexing: php-fpm says
 //! `FCGI_MPXS_CONNS=0`). FCGI_STDIN is written by a feeder thread while FCGI_STDOUT is read,
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::fastcgi_async::Prefetch;
 use super::{AbortHandle, Backend, Ended, ErrorOutput, Input, RunError, ScriptCall, ScriptRun};
 use crate::failure::Failure;
 use crate::fastcgi_protocol::{
@@ -27,11 +29,11 @@ use crate::fastcgi_protocol::{
 use crate::slots::{SlotGuard, Slots};
 
 /// The only request id we use: one request per connection at a time.
-const REQUEST_ID: u16 = 1;
+pub(super) const REQUEST_ID: u16 = 1;
 /// How often a blocked read or write wakes to check the deadline and the abort flag.
-const TICK: Duration = Duration::from_millis(50);
+pub(super) const TICK: Duration = Duration::from_millis(50);
 /// A TCP upstream that does not accept within this time is unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Body bytes per FCGI_STDIN record read from the request body.
 const STDIN_CHUNK: usize = 32 * 1024;
 
@@ -67,6 +69,8 @@ impl Default for PoolConfig {
 pub struct Upstreams {
     config: PoolConfig,
     pools: Mutex<HashMap<String, Arc<Pool>>>,
+    /// A pool exists: some request was forwarded (read without the lock).
+    used: AtomicBool,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -83,6 +87,7 @@ impl Upstreams {
         Upstreams {
             config,
             pools: Mutex::new(HashMap::new()),
+            used: AtomicBool::new(false),
         }
     }
 
@@ -98,10 +103,16 @@ impl Upstreams {
                 })?;
                 let pool = Pool::new(target, address.to_string(), self.config.clone());
                 pools.insert(address.to_string(), Arc::clone(&pool));
+                self.used.store(true, Ordering::Relaxed);
                 pool
             }
         };
         Ok(FastCgiBackend { pool, retry_safe })
+    }
+
+    /// Whether any request has been forwarded to an upstream yet.
+    pub fn used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
     }
 
     /// How each upstream's connections stand now, for the metrics.
@@ -115,6 +126,8 @@ impl Upstreams {
                 idle: pool.lock_idle().len(),
                 waiting: pool.in_use.waiting(),
                 opened: pool.opened.load(Ordering::Relaxed),
+                on_task: pool.on_task.load(Ordering::Relaxed),
+                handed_over: pool.handed_over.load(Ordering::Relaxed),
             })
             .collect();
         all.sort_by(|a, b| a.upstream.cmp(&b.upstream));
@@ -135,6 +148,11 @@ pub struct UpstreamConnections {
     pub waiting: usize,
     /// Connections opened since start.
     pub opened: u64,
+    /// Requests exchanged and finished on the front end's task, without a blocking thread.
+    pub on_task: u64,
+    /// Requests begun on the front end's task and then handed to a blocking thread (a
+    /// response past the buffer, or a kept connection to retry).
+    pub handed_over: u64,
 }
 
 /// Where an upstream listens.
@@ -188,7 +206,7 @@ impl Address {
 }
 
 /// Why no connection was made.
-enum Unconnected {
+pub(super) enum Unconnected {
     /// The upstream is not there (no socket, refused, no route).
     Unreachable(io::Error),
     /// It is there but takes no connection now (its listen queue is full).
@@ -204,7 +222,7 @@ impl From<io::Error> for Unconnected {
 }
 
 /// How often a connect to a full unix listen queue is tried again.
-const CONNECT_RETRY: Duration = Duration::from_millis(5);
+pub(super) const CONNECT_RETRY: Duration = Duration::from_millis(5);
 
 fn connect_unix(
     path: &std::path::Path,
@@ -241,7 +259,7 @@ fn connect_unix(
 }
 
 /// A connection to an upstream.
-enum Stream {
+pub(super) enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
 }
@@ -254,7 +272,7 @@ impl Stream {
         })
     }
 
-    fn set_timeouts(&self, tick: Option<Duration>) -> io::Result<()> {
+    pub(super) fn set_timeouts(&self, tick: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Unix(s) => {
                 s.set_read_timeout(tick)?;
@@ -267,7 +285,7 @@ impl Stream {
         }
     }
 
-    fn shutdown(&self) {
+    pub(super) fn shutdown(&self) {
         let _ = match self {
             Stream::Unix(s) => s.shutdown(Shutdown::Both),
             Stream::Tcp(s) => s.shutdown(Shutdown::Both),
@@ -350,13 +368,13 @@ struct IdleConnection {
 }
 
 /// The connections to one upstream.
-struct Pool {
-    address: Address,
+pub(super) struct Pool {
+    pub(super) address: Address,
     /// The address as configured, for the log.
-    label: String,
+    pub(super) label: String,
     config: PoolConfig,
     /// Connections in use, capped at `max_connections`.
-    in_use: Arc<Slots>,
+    pub(super) in_use: Arc<Slots>,
     idle: Mutex<Vec<IdleConnection>>,
     /// Requests sent on new connections that have no answer yet: while there are any, a
     /// finished connection is closed rather than kept, since the worker it holds may be the
@@ -364,6 +382,9 @@ struct Pool {
     waiting_on_new: AtomicUsize,
     /// Connections opened since start.
     opened: AtomicU64,
+    /// Requests exchanged on a front end's task: finished there, or handed over.
+    pub(super) on_task: AtomicU64,
+    pub(super) handed_over: AtomicU64,
 }
 
 impl Pool {
@@ -376,6 +397,8 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             waiting_on_new: AtomicUsize::new(0),
             opened: AtomicU64::new(0),
+            on_task: AtomicU64::new(0),
+            handed_over: AtomicU64::new(0),
         });
         if pool.config.keep_idle > 0 {
             let reaped = Arc::clone(&pool);
@@ -412,7 +435,7 @@ impl Pool {
     }
 
     /// A kept connection still open, if any.
-    fn take_idle(&self) -> Option<Stream> {
+    pub(super) fn take_idle(&self) -> Option<Stream> {
         let mut idle = self.lock_idle();
         while let Some(mut kept) = idle.pop() {
             if kept.since.elapsed() < self.config.idle_timeout && kept.stream.is_idle_and_open() {
@@ -428,19 +451,43 @@ impl Pool {
         let stream = self
             .address
             .connect(limit, call.abort)
-            .map_err(|e| match e {
-                Unconnected::Unreachable(e) => Failure::UpstreamUnreachable {
-                    address: self.label.clone(),
-                    reason: e.to_string(),
-                },
-                Unconnected::Busy(reason) => Failure::UpstreamRefused {
-                    script: call.script.to_string(),
-                    reason: format!("upstream {}: {reason}", self.label),
-                },
-                Unconnected::Aborted => Failure::Io(io::ErrorKind::ConnectionAborted.into()),
-            })?;
+            .map_err(|e| self.unconnected(e, call.script))?;
         self.opened.fetch_add(1, Ordering::Relaxed);
         Ok(stream)
+    }
+
+    /// The failure of a connection not made: unreachable is 502, busy 503.
+    pub(super) fn unconnected(&self, e: Unconnected, script: &str) -> Failure {
+        match e {
+            Unconnected::Unreachable(e) => Failure::UpstreamUnreachable {
+                address: self.label.clone(),
+                reason: e.to_string(),
+            },
+            Unconnected::Busy(reason) => Failure::UpstreamRefused {
+                script: script.to_string(),
+                reason: format!("upstream {}: {reason}", self.label),
+            },
+            Unconnected::Aborted => Failure::Io(io::ErrorKind::ConnectionAborted.into()),
+        }
+    }
+
+    /// Counts a connection opened.
+    pub(super) fn note_opened(&self) {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// FCGI_BEGIN_REQUEST and the environment as FCGI_PARAMS: every request's first bytes.
+    fn begin_and_params(&self, env: &[(std::ffi::OsString, std::ffi::OsString)]) -> BytesMut {
+        let mut request = BytesMut::new();
+        encode_stream(
+            BEGIN_REQUEST,
+            REQUEST_ID,
+            // Without connections to keep (CGI mode), the application may close after answering.
+            &begin_request_body(RESPONDER, self.config.keep_idle > 0),
+            &mut request,
+        );
+        encode_params(env, &mut request);
+        request
     }
 
     /// A new connection with the request's first bytes written on it.
@@ -451,9 +498,17 @@ impl Pool {
         Ok(fresh)
     }
 
+    /// Whether [`Pool::check_in`] would keep a connection now, for a caller that must first
+    /// turn it back into a blocking socket (three system calls spared when not).
+    pub(super) fn wants_one(&self) -> bool {
+        self.config.keep_idle > 0
+            && self.waiting_on_new.load(Ordering::SeqCst) == 0
+            && self.lock_idle().len() < self.config.keep_idle
+    }
+
     /// Keeps a connection whose request completed cleanly, when the pool wants it.
-    fn check_in(&self, stream: Stream) {
-        if self.config.keep_idle == 0 || self.waiting_on_new.load(Ordering::SeqCst) > 0 {
+    pub(super) fn check_in(&self, stream: Stream) {
+        if !self.wants_one() {
             return;
         }
         let mut idle = self.lock_idle();
@@ -529,15 +584,7 @@ impl Backend for FastCgiBackend {
     ) -> Result<Box<dyn ScriptRun>, Failure> {
         let deadline = Instant::now() + call.timeout;
         let slot = self.pool.in_use.acquire()?;
-        let mut request = BytesMut::new();
-        encode_stream(
-            BEGIN_REQUEST,
-            REQUEST_ID,
-            // Without connections to keep (CGI mode), the application may close after answering.
-            &begin_request_body(RESPONDER, self.pool.config.keep_idle > 0),
-            &mut request,
-        );
-        encode_params(call.env, &mut request);
+        let request = self.pool.begin_and_params(call.env);
         let mut source: Option<Box<dyn Read + Send>> = match input {
             Input::Null => None,
             Input::Inherit => Some(Box::new(io::stdin())),
@@ -611,18 +658,116 @@ impl Backend for FastCgiBackend {
         }
         Ok(Box::new(run))
     }
+
+    /// A GET or HEAD announcing no body: the whole request is known before it goes, so its
+    /// exchange (the slot, the connection, the response) can run on the front end's task
+    /// ([`super::fastcgi_async`]). Not for a TCP upstream named by host name, whose lookup
+    /// would block. Anything else starts as above.
+    fn prefetch(&self, call: &ScriptCall<'_>) -> Option<Prefetch> {
+        let connectable = match &self.pool.address {
+            Address::Unix(_) => true,
+            Address::Tcp(target) => target.parse::<std::net::SocketAddr>().is_ok(),
+        };
+        if !self.retry_safe || !connectable || !announces_no_body(call.env) {
+            return None;
+        }
+        let mut head = self.pool.begin_and_params(call.env);
+        encode_stream(STDIN, REQUEST_ID, &[], &mut head);
+        Some(Prefetch::new(
+            Arc::clone(&self.pool),
+            head.freeze(),
+            Instant::now() + call.timeout,
+            call.script.to_string(),
+            call.timeout,
+        ))
+    }
+}
+
+/// A request ready to go, with its slot: what [`Prefetch`] carries besides the connection.
+pub(super) struct Ready {
+    pub(super) pool: Arc<Pool>,
+    /// BEGIN_REQUEST, the params and the empty FCGI_STDIN.
+    pub(super) head: Bytes,
+    pub(super) deadline: Instant,
+    pub(super) slot: SlotGuard,
+    pub(super) script: String,
+    pub(super) timeout: Duration,
+}
+
+/// Where an exchange begun elsewhere ([`super::fastcgi_async`]) stands when a blocking run
+/// takes it over: its connection, the bytes read past the last record handled, and whether
+/// any record has come.
+pub(super) struct Handover {
+    pub(super) ready: Ready,
+    /// The connection, if it is still usable; `None` after it failed (then only a retry).
+    pub(super) stream: Option<Stream>,
+    pub(super) inbuf: BytesMut,
+    pub(super) answered: bool,
+    /// The connection was kept from an earlier request (only then is a retry allowed).
+    pub(super) reused: bool,
+}
+
+/// How a request ended, from FCGI_END_REQUEST's appStatus and protocolStatus.
+pub(super) fn ended_from(app_status: u32, protocol_status: u8) -> Ended {
+    match protocol_status {
+        REQUEST_COMPLETE if app_status == 0 => Ended::Success,
+        REQUEST_COMPLETE => Ended::Failed(format!("application status {app_status}")),
+        OVERLOADED => Ended::Refused("the application is overloaded".into()),
+        CANT_MPX_CONN => Ended::Refused("the application cannot take the request".into()),
+        other => Ended::Failed(format!("protocol status {other}")),
+    }
+}
+
+/// The run's error when the upstream's connection failed after the response began. The
+/// operator's log names the upstream; the client never sees this text.
+pub(super) fn cut_short(label: &str, reason: &str) -> RunError {
+    RunError::Io(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("upstream {label}: {reason} before FCGI_END_REQUEST"),
+    ))
+}
+
+/// A blocking run that carries on from a [`Handover`]: reads continue on its connection, or,
+/// when it failed before any answer, the request is sent again on a new one (a GET or HEAD).
+pub(super) fn resume(handover: Handover, errors: &ErrorOutput, abort: &AbortHandle) -> FastCgiRun {
+    let Handover {
+        ready,
+        stream,
+        inbuf,
+        answered,
+        reused,
+    } = handover;
+    let feed = Feed::default();
+    feed.source_ended.store(true, Ordering::SeqCst);
+    feed.done.store(true, Ordering::SeqCst);
+    FastCgiRun {
+        pool: ready.pool,
+        reader: stream,
+        writer: None,
+        inbuf,
+        pending: Bytes::new(),
+        answered,
+        stdout_ended: false,
+        end: None,
+        deadline: ready.deadline,
+        abort: abort.clone(),
+        errors: errors.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+        feed: Arc::new(feed),
+        retry: (reused && !answered).then_some(ready.head),
+        waiting_on_new: None,
+        slot: Some(ready.slot),
+        ended: None,
+        script: ready.script,
+        timeout: ready.timeout,
+    }
 }
 
 /// Whether the request's CONTENT_LENGTH says it has no body (absent, empty or 0).
 fn announces_no_body(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    env.iter()
-        .rev()
-        .find(|(name, _)| name == "CONTENT_LENGTH")
-        .is_none_or(|(_, value)| {
-            let value = value.as_bytes().trim_ascii();
-            value.is_empty() || value.iter().all(|&b| b == b'0')
-        })
+    let announced = env.iter().rev().find(|(name, _)| name == "CONTENT_LENGTH");
+    crate::request::no_body_announced(announced.map(|(_, value)| value.as_bytes()))
 }
 
 /// Encodes the environment as FCGI_PARAMS records, ended by an empty one. Pairs are packed
@@ -648,7 +793,7 @@ fn encode_params(env: &[(std::ffi::OsString, std::ffi::OsString)], out: &mut Byt
 }
 
 /// One request in flight on one connection.
-struct FastCgiRun {
+pub(super) struct FastCgiRun {
     pool: Arc<Pool>,
     /// The connection; taken when it is checked back into the pool.
     reader: Option<Stream>,
@@ -683,12 +828,12 @@ struct FastCgiRun {
 
 /// Counts one request waiting for the first answer on a new connection (see
 /// `Pool::waiting_on_new`), for as long as it is held.
-struct WaitingOnNew {
+pub(super) struct WaitingOnNew {
     pool: Arc<Pool>,
 }
 
 impl WaitingOnNew {
-    fn new(pool: &Arc<Pool>) -> Self {
+    pub(super) fn new(pool: &Arc<Pool>) -> Self {
         pool.waiting_on_new.fetch_add(1, Ordering::SeqCst);
         WaitingOnNew {
             pool: Arc::clone(pool),
@@ -805,16 +950,7 @@ impl FastCgiRun {
     /// connection, when nothing of the body has been taken (a GET or HEAD). Otherwise the
     /// connection's failure is the run's.
     fn retry_or_fail(&mut self, reason: &str) -> Result<(), RunError> {
-        // The operator's log names the upstream; the client never sees this text.
-        let fail = || {
-            RunError::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "upstream {}: {reason} before FCGI_END_REQUEST",
-                    self.pool.label
-                ),
-            ))
-        };
+        let fail = || cut_short(&self.pool.label, reason);
         let Some(head) = self.retry.take() else {
             return Err(fail());
         };
@@ -929,13 +1065,7 @@ impl ScriptRun for FastCgiRun {
         let Some((app_status, protocol_status)) = self.end else {
             return Err(RunError::Aborted);
         };
-        let ended = match protocol_status {
-            REQUEST_COMPLETE if app_status == 0 => Ended::Success,
-            REQUEST_COMPLETE => Ended::Failed(format!("application status {app_status}")),
-            OVERLOADED => Ended::Refused("the application is overloaded".into()),
-            CANT_MPX_CONN => Ended::Refused("the application cannot take the request".into()),
-            other => Ended::Failed(format!("protocol status {other}")),
-        };
+        let ended = ended_from(app_status, protocol_status);
         // The connection itself goes back to the pool, not a duplicate of it: no dup(2) and
         // close(2) per request.
         if self.finished_cleanly()

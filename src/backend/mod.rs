@@ -3,8 +3,11 @@
 //! process ([`process`]) or a FastCGI application already running, such as php-fpm
 //! ([`fastcgi_client`]), produces it.
 
+pub mod fastcgi_async;
 pub mod fastcgi_client;
 pub mod process;
+
+pub use fastcgi_async::{Fetched, Prefetch};
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -148,6 +151,13 @@ pub trait Backend: Send + Sync {
         errors: &ErrorOutput,
         abort: &AbortHandle,
     ) -> Result<Box<dyn ScriptRun>, Failure>;
+
+    /// What a front end needs to run this request itself on an async task, without a
+    /// blocking thread, when the backend can (a FastCGI application and a bodiless GET or
+    /// HEAD). `None` (the default, and every process) means [`Backend::start`].
+    fn prefetch(&self, _call: &ScriptCall<'_>) -> Option<Prefetch> {
+        None
+    }
 }
 
 /// Reads a run's whole output, up to `limit` bytes (more is an error and stops the run).

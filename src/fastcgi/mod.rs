@@ -8,7 +8,8 @@
 //! - [`connection`]: one task per connection, reading records while the script runs, so an
 //!   abort or a closed connection kills the script at once;
 //! - [`request`]: the adapters that hand one request to the synchronous engine on a blocking
-//!   thread (params → `Request`, FCGI_STDIN → streamed body, sink → FCGI_STDOUT).
+//!   thread (params → `Request`, FCGI_STDIN → streamed body, sink → FCGI_STDOUT), or run a
+//!   forwarded GET's php-fpm exchange on a task and finish it there.
 
 pub mod codec;
 pub mod connection;

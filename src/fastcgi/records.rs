@@ -11,7 +11,7 @@ use super::codec::{
     RESPONDER, UNKNOWN_ROLE,
 };
 use super::connection::{Next, Reader, State, idle_now};
-use super::request::{self, Frame};
+use super::request::{self, Begin, Frame};
 use crate::front_end::log;
 use crate::request::Request;
 
@@ -173,14 +173,16 @@ impl Reader {
             return Next::Close;
         }
         let request = Request::new(pairs);
-        // A declared 304 or 412 is answered here, on the connection's task: no blocking
-        // thread, no channels. Whatever body follows is dropped as for any response that
-        // ended before its body did.
-        if let Some(answer) = request::answer_without_running(&self.service, id, &request) {
-            self.state = State::Draining { id, keep_conn };
-            return self.send(answer).await;
-        }
-        let started = request::start(&self.service, id, request, self.out.clone());
+        let started = match request::begin(&self.service, id, request, self.out.clone()) {
+            // A declared 304 or 412 is answered here, on the connection's task: no blocking
+            // thread, no channels. Whatever body follows is dropped as for any response that
+            // ended before its body did.
+            Begin::Answered(answer) => {
+                self.state = State::Draining { id, keep_conn };
+                return self.send(answer).await;
+            }
+            Begin::Started(started) => started,
+        };
         self.state = State::Running {
             id,
             keep_conn,

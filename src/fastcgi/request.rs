@@ -1,32 +1,37 @@
 //! One FastCGI request handed to the synchronous engine on a blocking thread, through
 //! adapters: FCGI_PARAMS become the `Request`, FCGI_STDIN a streamed body, the engine's sink
-//! FCGI_STDOUT records, and the script's stderr FCGI_STDERR records.
+//! FCGI_STDOUT records, and the script's stderr FCGI_STDERR records. A request the engine
+//! begins as a forward to a FastCGI application runs on a task instead ([`begin`]), and only a
+//! response still streaming goes to a blocking thread.
 //!
 //! Both directions go through bounded channels, so neither a large upload nor a large
 //! response is ever held whole: the connection stops reading when the script stops reading
 //! its stdin, and the engine blocks when the web server stops reading the response.
 
+use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::task::JoinHandle;
 
 use super::Service;
 use super::codec::{Outgoing, REQUEST_COMPLETE};
 use crate::backend::{AbortHandle, Input};
-use crate::engine::{Job, Outcome, RequestBody};
+use crate::backend::{ErrorOutput, Prefetch, ScriptRun};
+use crate::engine::{Begun, Forward, Job, Outcome, RequestBody};
+use crate::failure::Failure;
 use crate::front_end;
 use crate::request::Request;
 use crate::response::{ResponseHead, ResponseSink, cgi_head_bytes};
-use crate::stderr_relay::StderrRelay;
+use crate::stderr_relay::{LineSink, StderrRelay};
 
 /// What the connection's writer sends.
 #[derive(Debug)]
@@ -141,24 +146,128 @@ pub fn job<'a>(service: &Service, request: &'a Request) -> Job<'a> {
     }
 }
 
-/// The whole response to request `id` when the engine can give it without running anything
-/// ([`crate::engine::Engine::answer_without_running`]: a declared 304 or 412), as the frame
-/// that ends the request; `None` sends the request to [`start`].
-pub fn answer_without_running(service: &Service, id: u16, request: &Request) -> Option<Frame> {
+/// How the connection goes on with a request whose params are in ([`begin`]).
+pub enum Begin {
+    /// The whole response, as the frame that ends the request: a declared 304 or 412 given
+    /// without running anything.
+    Answered(Frame),
+    /// The request is being answered.
+    Started(Started),
+}
+
+/// Begins request `id` on the connection's task ([`crate::engine::Engine::begin`]): a declared 304 or 412 is
+/// answered at once; a page its backend made ready runs on a task of its own (`forward_on_task`);
+/// anything else goes to the engine on a blocking thread ([`start`]).
+pub fn begin(service: &Arc<Service>, id: u16, request: Request, out: mpsc::Sender<Frame>) -> Begin {
     let started = Instant::now();
-    let answer = service
-        .engine
-        .answer_without_running(&job(service, request))?;
-    record(service, &answer.outcome, started, request);
-    let mut tail = cgi_head_bytes(&answer.head);
-    tail.extend_from_slice(answer.body);
-    Some(Frame::End {
-        id,
-        tail: Bytes::from(tail),
-        stderr_used: false,
-        app_status: 0,
-        protocol_status: REQUEST_COMPLETE,
-    })
+    match service.engine.begin(&job(service, &request)) {
+        Begun::Answered(answer) => {
+            record(service, &answer.outcome, started, &request);
+            let mut tail = cgi_head_bytes(&answer.head);
+            tail.extend_from_slice(answer.body);
+            Begin::Answered(Frame::End {
+                id,
+                tail: Bytes::from(tail),
+                stderr_used: false,
+                app_status: 0,
+                protocol_status: REQUEST_COMPLETE,
+            })
+        }
+        Begun::Forward { forward, prefetch } => Begin::Started(forward_on_task(
+            service,
+            Forwarded {
+                id,
+                request,
+                forward,
+                prefetch,
+                started,
+            },
+            out,
+        )),
+        Begun::Handle => Begin::Started(start(service, id, request, out)),
+    }
+}
+
+/// A request [`Engine::begin`] made ready to forward, and when it began.
+struct Forwarded {
+    id: u16,
+    request: Request,
+    forward: Box<Forward>,
+    prefetch: Prefetch,
+    started: Instant,
+}
+
+/// Runs a prefetched request on a task of the runtime: the upstream exchange without a
+/// blocking thread, then [`Engine::finish`] right there when the whole response is in hand
+/// (CPU work only, into one END frame), or on a blocking thread when it is still coming
+/// (a large or streaming page, which then streams as any other).
+fn forward_on_task(service: &Arc<Service>, job: Forwarded, out: mpsc::Sender<Frame>) -> Started {
+    // No body was announced: whatever FCGI_STDIN brings is dropped (php-fpm, like the CGI
+    // spec, reads only CONTENT_LENGTH bytes of it anyway).
+    let (stdin, _) = mpsc::channel(1);
+    let abort = AbortHandle::new();
+    let ending = Arc::new(AtomicBool::new(false));
+    let service = Arc::clone(service);
+    let (job_abort, job_ending) = (abort.clone(), Arc::clone(&ending));
+    let task = tokio::spawn(async move {
+        let Forwarded {
+            id,
+            request,
+            forward,
+            prefetch,
+            started,
+        } = job;
+        let abort = job_abort;
+        let in_flight = service.metrics.as_ref().map(|m| m.in_flight());
+        let lines = StderrLines::new(id, out.clone(), false);
+        let relay = StderrRelay::new(None, StderrLines::sink(&lines));
+        let errors = relay.output();
+        let fetched = prefetch.fetch(&errors, &abort).await;
+        let sink = RecordSink {
+            id,
+            out: out.clone(),
+            pending: BytesMut::new(),
+            abort: abort.clone(),
+            hold: fetched.whole,
+        };
+        let finished = if fetched.whole {
+            let parts = (forward, fetched.run, sink);
+            Ok(finish(&service, &request, parts, &errors, &abort, started))
+        } else {
+            lines.flush().await;
+            lines.set_blocking(true);
+            let (service, errors, abort) = (Arc::clone(&service), errors.clone(), abort.clone());
+            let parts = (forward, fetched.run, sink);
+            let finished = tokio::task::spawn_blocking(move || {
+                finish(&service, &request, parts, &errors, &abort, started)
+            })
+            .await;
+            lines.set_blocking(false);
+            finished
+        };
+        let (outcome, sink) = match finished {
+            Ok(finished) => finished,
+            Err(e) => {
+                // A panic in the engine: what was sent for this request is unknown.
+                crate::front_end::log(format_args!("request {id} failed: {e}"));
+                let _ = out.send(Frame::Cut).await;
+                return;
+            }
+        };
+        drop(in_flight);
+        // A last line without `\n` goes out before the records that end the request.
+        relay.finish();
+        drop(errors);
+        lines.flush().await;
+        job_ending.store(true, Ordering::SeqCst);
+        let _ = out.send(sink.end(outcome.complete, lines.used())).await;
+    });
+    Started {
+        stdin: Some(stdin),
+        abort,
+        task,
+        ending,
+    }
 }
 
 /// Counts an answered request in the metrics, when they are on.
@@ -228,14 +337,15 @@ fn run_job(
             abort: abort.clone(),
         }),
     };
-    let stderr_used = Arc::new(AtomicBool::new(false));
-    let relay = stderr_records(id, out.clone(), Arc::clone(&stderr_used));
+    let lines = StderrLines::new(id, out.clone(), true);
+    let relay = StderrRelay::new(None, StderrLines::sink(&lines));
     let errors = relay.output();
     let mut sink = RecordSink {
         id,
-        out,
+        out: out.clone(),
         pending: BytesMut::new(),
         abort: abort.clone(),
+        hold: false,
     };
     let job = job(service, &request);
     let outcome = service
@@ -248,9 +358,29 @@ fn run_job(
     // A last line without `\n` goes out before the records that end the request.
     relay.finish();
     drop(errors);
-    let stderr_used = stderr_used.load(Ordering::SeqCst);
     ending.store(true, Ordering::SeqCst);
-    sink.end(outcome.complete, stderr_used);
+    let _ = out.blocking_send(sink.end(outcome.complete, lines.used()));
+}
+
+/// [`Engine::finish`] into the sink, counted in the metrics; the sink is handed back for the
+/// request's end.
+fn finish(
+    service: &Service,
+    request: &Request,
+    (forward, run, mut sink): (
+        Box<Forward>,
+        Result<Box<dyn ScriptRun>, Failure>,
+        RecordSink,
+    ),
+    errors: &ErrorOutput,
+    abort: &AbortHandle,
+    started: Instant,
+) -> (Outcome, RecordSink) {
+    let outcome = service
+        .engine
+        .finish(request, forward, run, errors, abort, &mut sink);
+    record(service, &outcome, started, request);
+    (outcome, sink)
 }
 
 /// A short CGI-format response (head and text body), for answers given without the engine:
@@ -267,15 +397,107 @@ pub fn text_response(status: u16, reason: &str, text: &str) -> Bytes {
 /// them: nginx writes each record into its error log as it is, so a raw newline or escape
 /// sequence from a script would forge or garble lines there. No name in front: the web
 /// server's log entry already names the request.
-fn stderr_records(id: u16, out: mpsc::Sender<Frame>, used: Arc<AtomicBool>) -> Arc<StderrRelay> {
-    StderrRelay::new(
-        None,
-        Box::new(move |line: &[u8]| {
-            used.store(true, Ordering::SeqCst);
-            let content = Bytes::copy_from_slice(line);
-            let _ = out.blocking_send(Frame::Record(Outgoing::Stderr { id, content }));
-        }),
-    )
+///
+/// From a blocking thread each line waits for room in the writer's queue. From an async task,
+/// which must never block, a line goes to the queue when there is room and is otherwise held,
+/// in order, for [`StderrLines::flush`] (up to [`HELD_STDERR`] bytes: a page pouring out
+/// stderr while the web server reads nothing loses lines rather than memory).
+struct StderrLines {
+    id: u16,
+    out: mpsc::Sender<Frame>,
+    /// Some line was sent or held, so FCGI_STDERR must be ended too.
+    used: AtomicBool,
+    /// The lines come from a blocking thread now.
+    blocking: AtomicBool,
+    held: Mutex<HeldLines>,
+}
+
+/// Bytes of stderr lines an async task holds while the writer's queue is full.
+const HELD_STDERR: usize = 1024 * 1024;
+
+#[derive(Default)]
+struct HeldLines {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    dropped: usize,
+}
+
+impl StderrLines {
+    fn new(id: u16, out: mpsc::Sender<Frame>, blocking: bool) -> Arc<Self> {
+        Arc::new(StderrLines {
+            id,
+            out,
+            used: AtomicBool::new(false),
+            blocking: AtomicBool::new(blocking),
+            held: Mutex::new(HeldLines::default()),
+        })
+    }
+
+    /// Where a [`StderrRelay`] hands its lines.
+    fn sink(lines: &Arc<Self>) -> LineSink {
+        let lines = Arc::clone(lines);
+        Box::new(move |line: &[u8]| lines.line(line))
+    }
+
+    fn line(&self, line: &[u8]) {
+        self.used.store(true, Ordering::SeqCst);
+        let frame = Frame::Record(Outgoing::Stderr {
+            id: self.id,
+            content: Bytes::copy_from_slice(line),
+        });
+        if self.blocking.load(Ordering::SeqCst) {
+            let _ = self.out.blocking_send(frame);
+            return;
+        }
+        let mut held = self.lock_held();
+        let frame = match held.frames.is_empty() {
+            true => match self.out.try_send(frame) {
+                Ok(()) | Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(frame)) => frame,
+            },
+            false => frame,
+        };
+        if held.bytes + line.len() > HELD_STDERR {
+            held.dropped += 1;
+            return;
+        }
+        held.bytes += line.len();
+        held.frames.push_back(frame);
+    }
+
+    /// Sends the lines held, in order (from the async task, before anything else it sends).
+    async fn flush(&self) {
+        loop {
+            let frame = self.lock_held().frames.pop_front();
+            let Some(frame) = frame else { break };
+            if self.out.send(frame).await.is_err() {
+                return;
+            }
+        }
+        let mut held = self.lock_held();
+        held.bytes = 0;
+        if held.dropped > 0 {
+            crate::front_end::log(format_args!(
+                "request {}: {} stderr lines dropped while the web server read nothing",
+                self.id, held.dropped
+            ));
+            held.dropped = 0;
+        }
+    }
+
+    /// Whether the lines come from a blocking thread from now on (after
+    /// [`StderrLines::flush`]), or from the async task again.
+    fn set_blocking(&self, blocking: bool) {
+        self.blocking.store(blocking, Ordering::SeqCst);
+    }
+
+    fn used(&self) -> bool {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, HeldLines> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The engine's sink: CGI-format bytes (as CGI mode writes them) sent as FCGI_STDOUT.
@@ -286,6 +508,9 @@ struct RecordSink {
     /// END_REQUEST, for a 304).
     pending: BytesMut,
     abort: AbortHandle,
+    /// Everything is held for the END frame, never sent from here: the engine runs on an
+    /// async task, where nothing may block, with a response it has whole (bounded).
+    hold: bool,
 }
 
 impl RecordSink {
@@ -296,27 +521,27 @@ impl RecordSink {
         }
     }
 
-    /// Queues the rest of the output and END_REQUEST. Nothing more after an abort: the
-    /// web server has given up on this response. A response cut short (the script failed
-    /// or timed out after the head went out) gets no END_REQUEST at all: the connection is
-    /// closed, so the web server cannot take the truncated body for a whole one.
-    fn end(mut self, complete: bool, stderr_used: bool) {
+    /// The frame that ends the request: the rest of the output and END_REQUEST. Nothing
+    /// more after an abort: the web server has given up on this response. A response cut
+    /// short (the script failed or timed out after the head went out) gets no END_REQUEST at
+    /// all: the connection is closed, so the web server cannot take the truncated body for a
+    /// whole one.
+    fn end(mut self, complete: bool, stderr_used: bool) -> Frame {
         let aborted = self.abort.is_aborted();
         if !complete && !aborted {
-            let _ = self.out.blocking_send(Frame::Cut);
-            return;
+            return Frame::Cut;
         }
         let tail = match aborted {
             true => Bytes::new(),
             false => self.pending.split().freeze(),
         };
-        let _ = self.out.blocking_send(Frame::End {
+        Frame::End {
             id: self.id,
             tail,
             stderr_used,
             app_status: u32::from(!complete || aborted),
             protocol_status: REQUEST_COMPLETE,
-        });
+        }
     }
 }
 
@@ -333,6 +558,9 @@ impl ResponseSink for RecordSink {
             return Ok(());
         }
         self.pending.extend_from_slice(chunk);
+        if self.hold {
+            return Ok(());
+        }
         let content = self.pending.split().freeze();
         let record = Frame::Record(Outgoing::Stdout {
             id: self.id,
@@ -420,6 +648,24 @@ impl RequestBody for StdinBody {
 mod tests {
     use super::*;
 
+    /// The frame `sink` ends with, and that nothing went to the writer before it.
+    fn only_frame(sink: RecordSink, frames: &mut mpsc::Receiver<Frame>) -> Frame {
+        assert!(frames.try_recv().is_err(), "a frame sent before the end");
+        sink.end(true, false)
+    }
+
+    fn assert_one_end(frame: Frame, expected: &[u8]) {
+        match frame {
+            Frame::End {
+                id: 3,
+                tail,
+                app_status: 0,
+                ..
+            } => assert_eq!(tail, expected),
+            other => panic!("not one END frame: {other:?}"),
+        }
+    }
+
     #[test]
     fn a_whole_response_goes_to_the_writer_as_one_end_frame() {
         let (out, mut frames) = mpsc::channel(8);
@@ -428,22 +674,35 @@ mod tests {
             out,
             pending: BytesMut::new(),
             abort: AbortHandle::new(),
+            hold: false,
         };
         let mut head = ResponseHead::new(200);
         head.push("Content-Length", "5");
         sink.send_whole(&head, b"hello").unwrap();
-        sink.end(true, false);
         let mut expected = cgi_head_bytes(&head);
         expected.extend_from_slice(b"hello");
-        match frames.try_recv() {
-            Ok(Frame::End {
-                id: 3,
-                tail,
-                app_status: 0,
-                ..
-            }) => assert_eq!(tail, expected),
-            other => panic!("not one END frame: {other:?}"),
-        }
-        assert!(frames.try_recv().is_err(), "more than one frame");
+        assert_one_end(only_frame(sink, &mut frames), &expected);
+    }
+
+    #[test]
+    fn a_holding_sink_never_sends_before_its_end_even_in_pieces() {
+        let (out, mut frames) = mpsc::channel(1);
+        let mut sink = RecordSink {
+            id: 3,
+            out,
+            pending: BytesMut::new(),
+            abort: AbortHandle::new(),
+            hold: true,
+        };
+        // A failure's text answer is sent head, then body: held too (a channel of one
+        // would have blocked on the second piece).
+        let head = ResponseHead::new(502);
+        sink.send_head(&head).unwrap();
+        sink.send_body(b"502 ").unwrap();
+        sink.send_body(b"Bad Gateway\n").unwrap();
+        sink.finish().unwrap();
+        let mut expected = cgi_head_bytes(&head);
+        expected.extend_from_slice(b"502 Bad Gateway\n");
+        assert_one_end(only_frame(sink, &mut frames), &expected);
     }
 }

@@ -12,7 +12,7 @@
 //! `body_sent_bytes_total`, `not_modified_saved_bytes_total`,
 //! `request_duration_seconds{decision}` (histogram), `requests_in_flight`,
 //! `requests_waiting{queue}`, `upstream_connections{upstream,state}`,
-//! `upstream_connections_opened_total{upstream}`.
+//! `upstream_connections_opened_total{upstream}`, `upstream_task_exchanges_total{upstream,finished}`.
 
 pub mod listener;
 
@@ -322,6 +322,12 @@ struct UpstreamLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamFinishedLabels {
+    upstream: String,
+    finished: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamStateLabels {
     upstream: String,
     state: &'static str,
@@ -374,6 +380,23 @@ impl Collector for BackendCollector {
                 upstream: u.upstream.clone(),
             };
             ConstCounter::new(u.opened).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "upstream_task_exchanges",
+            "Requests exchanged with FastCGI applications on the front end's own task (a \
+             bodiless GET or HEAD on a kept connection), by where they finished: task, or \
+             blocking (handed to a blocking thread: a response past the buffer, or a retry).",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for u in &upstreams {
+            for (finished, value) in [("task", u.on_task), ("blocking", u.handed_over)] {
+                let labels = UpstreamFinishedLabels {
+                    upstream: u.upstream.clone(),
+                    finished,
+                };
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }
