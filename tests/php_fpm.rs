@@ -394,6 +394,62 @@ fn two_children_answer_fifty_concurrent_requests_and_still_serve_nginx_direct() 
 }
 
 #[test]
+fn a_steady_queue_reuses_the_kept_connections_instead_of_opening_one_per_request() {
+    // Requests waiting for one of the responder's two slots take the connection each finished
+    // request leaves, even past --upstream-keep: no new php-fpm connection per request.
+    let pool = Pool {
+        children: 2,
+        max_requests: 0,
+    };
+    let port = common::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let flags = [
+        "--max-children",
+        "2",
+        "--upstream-keep",
+        "1",
+        "--metrics",
+        &address,
+    ];
+    let Some(site) = Site::start("fpm-queue", pool, &flags) else {
+        return;
+    };
+    let metrics: SocketAddr = address.parse().unwrap();
+    assert!(common::wait_for_port(metrics, PATIENCE), "no metrics port");
+    let addr = site.nginx.addr;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..40)
+                    .map(|i| http::get(addr, &format!("/page.php?t={t}&i={i}"), &[]).status)
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    let opened: u64 = http::get(metrics, "/metrics", &[])
+        .text()
+        .lines()
+        .find(|l| l.starts_with("http_conditional_upstream_connections_opened_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("the opened-connections counter");
+    // Two connections could serve the whole queue; more open while a new one waits for its
+    // first answer (a finished one is then closed, by design) or when a request finds no
+    // waiter counted yet. Without keeping them for the queue, about one request in two opened
+    // a connection here (152 of 320); with it, 23.
+    assert!(
+        opened * 4 <= statuses.len() as u64,
+        "{opened} connections opened for {} requests\n{}",
+        statuses.len(),
+        site.logs()
+    );
+}
+
+#[test]
 fn a_client_leaving_a_slow_page_aborts_its_php_fpm_request() {
     let Some(site) = Site::start("fpm-abort", Pool::default(), &[]) else {
         return;

@@ -503,7 +503,16 @@ impl Pool {
     pub(super) fn wants_one(&self) -> bool {
         self.config.keep_idle > 0
             && self.waiting_on_new.load(Ordering::SeqCst) == 0
-            && self.lock_idle().len() < self.config.keep_idle
+            && self.lock_idle().len() < self.idle_wanted()
+    }
+
+    /// How many idle connections to hold: `--upstream-keep`, or more while requests wait for
+    /// a slot. Each of those takes one the moment this connection's slot frees, so keeping it
+    /// for them is reuse, not a worker held idle; closing it would only make the next request
+    /// open a new connection (and, while that waits for its first answer, close the next one
+    /// that finishes: under a steady queue, a new connection per request).
+    fn idle_wanted(&self) -> usize {
+        self.config.keep_idle.max(self.in_use.waiting())
     }
 
     /// Keeps a connection whose request completed cleanly, when the pool wants it.
@@ -512,7 +521,7 @@ impl Pool {
             return;
         }
         let mut idle = self.lock_idle();
-        if idle.len() < self.config.keep_idle {
+        if idle.len() < self.idle_wanted() {
             idle.push(IdleConnection {
                 stream,
                 since: Instant::now(),
