@@ -139,9 +139,9 @@ impl<W: Write> CgiWriter<W> {
         Ok(self.out)
     }
 
-    /// Writes a piece, or holds it back while it and what is held fit a block.
+    /// Holds a piece back while it and what is held stay under a block; else writes both.
     fn write_piece(&mut self, piece: &[u8]) -> io::Result<()> {
-        if self.held.len() + piece.len() <= self.block {
+        if self.held.len() + piece.len() < self.block {
             self.held.extend_from_slice(piece);
             return Ok(());
         }
