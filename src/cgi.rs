@@ -4,7 +4,7 @@
 //! CGI response; the engine does the rest.
 
 use std::ffi::OsString;
-use std::io::{self, BufWriter, Read};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,7 +18,7 @@ use crate::response::CgiWriter;
 use crate::script::{Interpreter, is_wrapper};
 use crate::sidecar::parse_timeout_seconds;
 
-/// Output is buffered in blocks of this size before reaching the server.
+/// A streamed response's output is gathered in blocks of this size before reaching the server.
 const STDOUT_BUFFER: usize = 64 * 1024;
 
 /// CGI mode's command line: `[--timeout SECONDS] [INTERPRETER] [SCRIPT]`.
@@ -167,7 +167,7 @@ pub fn run(options: Options, request: Request) -> ExitCode {
         None => None,
     };
     let stdout = io::stdout().lock();
-    let mut sink = CgiWriter::new(BufWriter::with_capacity(STDOUT_BUFFER, stdout));
+    let mut sink = CgiWriter::gathering(stdout, STDOUT_BUFFER);
     let mut body = StdinBody {
         length: request.content_length(),
         until_eof: request.var("HTTP_TRANSFER_ENCODING").is_some(),

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,17 +22,18 @@ const FALLBACK_TICK: Duration = Duration::from_millis(20);
 /// How often the stdin feeder re-checks whether the run has ended while the script is not reading.
 const FEEDER_TICK: Duration = Duration::from_millis(100);
 
-/// What to run.
-#[derive(Debug, Clone)]
-pub struct ScriptCommand {
+/// What to run. Borrowed: the backend's program and the request's environment are handed to
+/// the spawn as they are, not copied for it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScriptCommand<'a> {
     /// The program: the interpreter, or the script itself.
-    pub program: PathBuf,
+    pub program: &'a Path,
     /// Arguments after the program.
-    pub args: Vec<OsString>,
+    pub args: &'a [OsString],
     /// The complete environment.
-    pub env: Vec<(OsString, OsString)>,
+    pub env: &'a [(OsString, OsString)],
     /// Working directory: the script's folder (RFC 3875 §7.2 suggests it; php-cgi expects it).
-    pub cwd: PathBuf,
+    pub cwd: &'a Path,
     /// Time allowed from spawn to exit.
     pub timeout: Duration,
 }
@@ -56,16 +57,16 @@ pub struct RunningScript {
 impl RunningScript {
     /// Starts the script in its own process group.
     pub fn spawn(
-        command: &ScriptCommand,
+        command: &ScriptCommand<'_>,
         input: Input,
         errors: ErrorOutput,
         abort: AbortHandle,
     ) -> io::Result<Self> {
-        let mut cmd = Command::new(&command.program);
-        cmd.args(&command.args)
+        let mut cmd = Command::new(command.program);
+        cmd.args(command.args)
             .env_clear()
             .envs(command.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&command.cwd)
+            .current_dir(command.cwd)
             .process_group(0)
             .stdout(Stdio::piped());
         cmd.stdin(match &input {
@@ -225,25 +226,42 @@ impl RunningScript {
             return Err(RunError::Timeout);
         }
         let mut wait = self.deadline - now;
+        // In this order: stdout (when wanted), stderr (when captured), the pidfd (when the
+        // kernel has them). Each wake then reads only what poll found ready: a script's every
+        // write to stdout wakes us, and an empty read of stderr and a `waitpid` on each of them
+        // would double the system calls of the run.
         let mut fds = Vec::with_capacity(3);
         if want_stdout {
             fds.push(PollFd::new(&self.stdout, PollFlags::IN));
         }
-        if let Some((pipe, _)) = &self.stderr {
+        let stderr_at = self.stderr.as_ref().map(|(pipe, _)| {
             fds.push(PollFd::new(pipe, PollFlags::IN));
-        }
-        match &self.pidfd {
-            Some(fd) => fds.push(PollFd::new(fd, PollFlags::IN)),
-            None => wait = wait.min(FALLBACK_TICK),
-        }
+            fds.len() - 1
+        });
+        let pidfd_at = match &self.pidfd {
+            Some(fd) => {
+                fds.push(PollFd::new(fd, PollFlags::IN));
+                Some(fds.len() - 1)
+            }
+            None => {
+                wait = wait.min(FALLBACK_TICK);
+                None
+            }
+        };
         match poll_for(&mut fds, wait) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(RunError::Io(e)),
         }
+        let ready = |at: Option<usize>| at.is_some_and(|i| !fds[i].revents().is_empty());
+        let stderr_ready = ready(stderr_at);
+        // Without a pidfd, only asking tells whether the script has exited.
+        let maybe_exited = pidfd_at.is_none() || ready(pidfd_at);
         drop(fds);
-        self.drain_stderr();
-        if self.exit.is_none() {
+        if stderr_ready {
+            self.drain_stderr();
+        }
+        if self.exit.is_none() && maybe_exited {
             let status = self.child.try_wait().map_err(RunError::Io)?;
             self.record_exit(status);
         }
@@ -373,19 +391,41 @@ fn kill_group(process_group: i32) {
 mod tests {
     use super::*;
 
-    fn sh(script: &str, timeout_ms: u64) -> ScriptCommand {
-        ScriptCommand {
-            program: "/bin/sh".into(),
+    /// `/bin/sh -c SCRIPT`, owning what its [`ScriptCommand`] borrows.
+    struct Sh {
+        args: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
+        timeout: Duration,
+    }
+
+    impl Sh {
+        fn command(&self) -> ScriptCommand<'_> {
+            ScriptCommand {
+                program: Path::new("/bin/sh"),
+                args: &self.args,
+                env: &self.env,
+                cwd: Path::new("/"),
+                timeout: self.timeout,
+            }
+        }
+    }
+
+    fn sh(script: &str, timeout_ms: u64) -> Sh {
+        Sh {
             args: vec!["-c".into(), script.into()],
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-            cwd: "/".into(),
             timeout: Duration::from_millis(timeout_ms),
         }
     }
 
-    fn run(cmd: &ScriptCommand, input: Input) -> (Result<Vec<u8>, RunError>, RunningScript) {
-        let mut r =
-            RunningScript::spawn(cmd, input, ErrorOutput::Inherit, AbortHandle::new()).unwrap();
+    fn run(cmd: &Sh, input: Input) -> (Result<Vec<u8>, RunError>, RunningScript) {
+        let mut r = RunningScript::spawn(
+            &cmd.command(),
+            input,
+            ErrorOutput::Inherit,
+            AbortHandle::new(),
+        )
+        .unwrap();
         (r.read_to_end(1 << 30), r)
     }
 
@@ -439,7 +479,7 @@ mod tests {
         }
         let released = Arc::new(AtomicBool::new(false));
         let mut r = RunningScript::spawn(
-            &sh("printf x", 5000),
+            &sh("printf x", 5000).command(),
             Input::Null,
             ErrorOutput::Inherit,
             AbortHandle::new(),
@@ -459,7 +499,7 @@ mod tests {
         let sink = Arc::new(move |b: &[u8]| sink_seen.lock().unwrap().extend_from_slice(b));
         let cmd = sh("echo oops >&2; echo out", 5000);
         let mut r = RunningScript::spawn(
-            &cmd,
+            &cmd.command(),
             Input::Null,
             ErrorOutput::Capture(sink),
             AbortHandle::new(),
@@ -474,7 +514,7 @@ mod tests {
     fn abort_kills_the_script() {
         let abort = AbortHandle::new();
         let mut r = RunningScript::spawn(
-            &sh("sleep 30", 60_000),
+            &sh("sleep 30", 60_000).command(),
             Input::Null,
             ErrorOutput::Inherit,
             abort.clone(),

@@ -44,10 +44,10 @@ impl Backend for ProcessBackend {
         // A slot is held while the script runs; 503 when none frees in time.
         let slot = self.slots.as_ref().map(|s| s.acquire()).transpose()?;
         let command = ScriptCommand {
-            program: self.program.clone(),
-            args: self.args.clone(),
-            env: call.env.to_vec(),
-            cwd: self.cwd.clone(),
+            program: &self.program,
+            args: &self.args,
+            env: call.env,
+            cwd: &self.cwd,
             timeout: call.timeout,
         };
         let mut input = input;
