@@ -8,8 +8,9 @@
 #   (d) a page that must do its set-up (includes, a JSON config, an SQLite query, a template)
 #       before the original library can answer its own 304, as real pages do;
 # and the responder's RSS before and after at least 100k requests.
-# Prints a markdown section. DURATION (default 5s), CONNECTIONS (default 16), ROUNDS (default 3), HC_ARGS (more
-# responder flags, e.g. "--max-children 4 --upstream-keep 4"). COUNTS=1 adds,
+# Prints a markdown section. DURATION (default 5s), CONNECTIONS (default 16), ROUNDS (default 3), HC_ARGS (the
+# responder's flags; default "--max-children 4", the pool's pm.max_children, as docs/php-fpm.md
+# advises; HC_ARGS= for the defaults). COUNTS=1 adds,
 # for the page's 200 through the responder, counts per request that do not depend on the load:
 # the responder's system calls (strace -c) and context switches (perf stat), with php-fpm's and
 # nginx's context switches for scale. BIN=PATH runs another build of http-conditional (say
@@ -106,7 +107,7 @@ if [ "$(id -u)" = 0 ]; then as_user=(--user root); fi
 port_of() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 metrics_port=$(port_of)
 bench_start "$bin" fastcgi --root "$work/www" --listen "unix:$work/run/hc.sock" "${as_user[@]}" \
-  --metrics "127.0.0.1:$metrics_port" ${HC_ARGS:-}
+  --metrics "127.0.0.1:$metrics_port" ${HC_ARGS---max-children 4}
 hc_pid=${bench_pids[-1]}
 for sock in fpm hc; do
   for _ in $(seq 100); do [ -S "$work/run/$sock.sock" ] && break; sleep 0.05; done
@@ -169,6 +170,7 @@ sample() { curl -s "http://127.0.0.1:$metrics_port/metrics" | sed -n "s/^http_co
 rounds=${ROUNDS:-3}
 runs_before=$(sample 'script_runs_total{backend="fastcgi"}')
 task_before=$(sample 'upstream_task_exchanges_total{.*finished="task"}')
+opened_before=$(sample 'upstream_connections_opened_total{.*}')
 d200s= o200s= o304s= g304s=
 for _ in $(seq "$rounds"); do
   rps direct200 "$direct/page.php"; d200s="$d200s $RPS"
@@ -178,6 +180,7 @@ for _ in $(seq "$rounds"); do
 done
 on_task=$(( $(sample 'upstream_task_exchanges_total{.*finished="task"}') - task_before ))
 forwarded=$(( $(sample 'script_runs_total{backend="fastcgi"}') - runs_before ))
+opened=$(( $(sample 'upstream_connections_opened_total{.*}') - opened_before ))
 median() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "$@"; }
 ratios() { python3 -c "import sys; a, b = sys.argv[1].split(), sys.argv[2].split(); print(' '.join(f'{float(x) / float(y):.2f}' for x, y in zip(a, b)))" "$1" "$2"; }
 r200s=$(ratios "$o200s" "$d200s")
@@ -260,7 +263,8 @@ The page is $size bytes of HTML rendered by PHP from a JSON file it depends on.
 | our 304 / the original library's 304 in php-fpm | $r304 (rounds: $r304s) | ≥ 1.5 ($(verdict "$r304" 1.5)) |
 | our 304 / a set-up page's own 304 in php-fpm | $rheavy | |
 
-Of the $forwarded pages the responder forwarded in its 200 run, $on_task were exchanged and answered on the connection's task (no blocking thread).
+Of the $forwarded pages the responder forwarded in its 200 run, $on_task were exchanged and answered on the connection's task (no blocking thread), over $opened new connections to php-fpm.
+The responder ran with: ${HC_ARGS---max-children 4}.
 Responder RSS: $(mib "$rss_start") MiB at start, $(mib "$rss_end") MiB after $served requests through it.
 wrk errors: ${errors_seen:-none}.
 $counts
