@@ -501,27 +501,26 @@ impl Pool {
     /// Whether [`Pool::check_in`] would keep a connection now, for a caller that must first
     /// turn it back into a blocking socket (three system calls spared when not).
     pub(super) fn wants_one(&self) -> bool {
-        self.config.keep_idle > 0
-            && self.waiting_on_new.load(Ordering::SeqCst) == 0
-            && self.lock_idle().len() < self.idle_wanted()
+        self.keeps_another(self.lock_idle().len())
     }
 
-    /// How many idle connections to hold: `--upstream-keep`, or more while requests wait for
-    /// a slot. Each of those takes one the moment this connection's slot frees, so keeping it
-    /// for them is reuse, not a worker held idle; closing it would only make the next request
-    /// open a new connection (and, while that waits for its first answer, close the next one
-    /// that finishes: under a steady queue, a new connection per request).
-    fn idle_wanted(&self) -> usize {
-        self.config.keep_idle.max(self.in_use.waiting())
+    /// Whether one more connection is kept beside `idle` idle ones: none while a request waits
+    /// on a new connection's first answer (the worker this one holds may be the one it waits
+    /// for), else up to `--upstream-keep`, or more while requests wait for a slot. Each of
+    /// those takes one the moment this connection's slot frees, so keeping it for them is
+    /// reuse, not a worker held idle; closing it would only make the next request open a new
+    /// connection (and, while that waits for its first answer, close the next one that
+    /// finishes: under a steady queue, a new connection per request).
+    fn keeps_another(&self, idle: usize) -> bool {
+        self.config.keep_idle > 0
+            && self.waiting_on_new.load(Ordering::SeqCst) == 0
+            && idle < self.config.keep_idle.max(self.in_use.waiting())
     }
 
     /// Keeps a connection whose request completed cleanly, when the pool wants it.
     pub(super) fn check_in(&self, stream: Stream) {
-        if !self.wants_one() {
-            return;
-        }
         let mut idle = self.lock_idle();
-        if idle.len() < self.idle_wanted() {
+        if self.keeps_another(idle.len()) {
             idle.push(IdleConnection {
                 stream,
                 since: Instant::now(),
