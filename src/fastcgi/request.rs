@@ -223,13 +223,7 @@ fn forward_on_task(service: &Arc<Service>, job: Forwarded, out: mpsc::Sender<Fra
         let relay = StderrRelay::new(None, StderrLines::sink(&lines));
         let errors = relay.output();
         let fetched = prefetch.fetch(&errors, &abort).await;
-        let sink = RecordSink {
-            id,
-            out: out.clone(),
-            pending: BytesMut::new(),
-            abort: abort.clone(),
-            hold: fetched.whole,
-        };
+        let sink = RecordSink::new(id, out.clone(), abort.clone(), fetched.whole);
         let finished = if fetched.whole {
             let parts = (forward, fetched.run, sink);
             Ok(finish(&service, &request, parts, &errors, &abort, started))
@@ -340,13 +334,7 @@ fn run_job(
     let lines = StderrLines::new(id, out.clone(), true);
     let relay = StderrRelay::new(None, StderrLines::sink(&lines));
     let errors = relay.output();
-    let mut sink = RecordSink {
-        id,
-        out: out.clone(),
-        pending: BytesMut::new(),
-        abort: abort.clone(),
-        hold: false,
-    };
+    let mut sink = RecordSink::new(id, out.clone(), abort.clone(), false);
     let job = job(service, &request);
     let outcome = service
         .engine
@@ -514,6 +502,17 @@ struct RecordSink {
 }
 
 impl RecordSink {
+    /// A sink for request `id`'s output to `out`, holding it all for the END frame when `hold`.
+    fn new(id: u16, out: mpsc::Sender<Frame>, abort: AbortHandle, hold: bool) -> Self {
+        RecordSink {
+            id,
+            out,
+            pending: BytesMut::new(),
+            abort,
+            hold,
+        }
+    }
+
     fn check(&self) -> io::Result<()> {
         match self.abort.is_aborted() {
             true => Err(io::ErrorKind::ConnectionAborted.into()),
@@ -669,13 +668,7 @@ mod tests {
     #[test]
     fn a_whole_response_goes_to_the_writer_as_one_end_frame() {
         let (out, mut frames) = mpsc::channel(8);
-        let mut sink = RecordSink {
-            id: 3,
-            out,
-            pending: BytesMut::new(),
-            abort: AbortHandle::new(),
-            hold: false,
-        };
+        let mut sink = RecordSink::new(3, out, AbortHandle::new(), false);
         let mut head = ResponseHead::new(200);
         head.push("Content-Length", "5");
         sink.send_whole(&head, b"hello").unwrap();
@@ -687,13 +680,7 @@ mod tests {
     #[test]
     fn a_holding_sink_never_sends_before_its_end_even_in_pieces() {
         let (out, mut frames) = mpsc::channel(1);
-        let mut sink = RecordSink {
-            id: 3,
-            out,
-            pending: BytesMut::new(),
-            abort: AbortHandle::new(),
-            hold: true,
-        };
+        let mut sink = RecordSink::new(3, out, AbortHandle::new(), true);
         // A failure's text answer is sent head, then body: held too (a channel of one
         // would have blocked on the second piece).
         let head = ResponseHead::new(502);
