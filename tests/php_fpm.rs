@@ -431,11 +431,7 @@ fn a_steady_queue_reuses_the_kept_connections_instead_of_opening_one_per_request
         .flat_map(|t| t.join().unwrap())
         .collect();
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
-    let opened: u64 = http::get(metrics, "/metrics", &[])
-        .text()
-        .lines()
-        .find(|l| l.starts_with("http_conditional_upstream_connections_opened_total{"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    let opened = counter(metrics, "upstream_connections_opened_total", "")
         .expect("the opened-connections counter");
     // Two connections could serve the whole queue; more open while a new one waits for its
     // first answer (a finished one is then closed, by design) or when a request finds no
@@ -651,17 +647,24 @@ impl KeptSite {
 impl Site {
     /// The responder's `upstream_task_exchanges_total` for `finished` (`task`, `blocking`).
     fn exchanges(&self, finished: &str, metrics: SocketAddr) -> u64 {
-        let label = format!("finished=\"{finished}\"");
-        http::get(metrics, "/metrics", &[])
-            .text()
-            .lines()
-            .find(|l| {
-                l.starts_with("http_conditional_upstream_task_exchanges_total{")
-                    && l.contains(&label)
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0)
+        counter(
+            metrics,
+            "upstream_task_exchanges_total",
+            &format!("finished=\"{finished}\""),
+        )
+        .unwrap_or(0)
     }
+}
+
+/// The value of the responder's counter `http_conditional_<family>` on the first of its lines
+/// whose labels contain `label`; `None` when there is no such line.
+fn counter(metrics: SocketAddr, family: &str, label: &str) -> Option<u64> {
+    let prefix = format!("http_conditional_{family}{{");
+    http::get(metrics, "/metrics", &[])
+        .text()
+        .lines()
+        .find(|l| l.starts_with(&prefix) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 #[test]
